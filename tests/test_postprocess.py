@@ -1,0 +1,78 @@
+import torch
+from torchvision.ops import nms
+
+from retina.boxes import DeltaCoder
+from retina.model.anchors import AnchorGenerator
+from retina.postprocess import Postprocess
+
+
+def reference(cls_maps, box_maps, anchors, sizes, pp, k):
+    """Straightforward per-image, per-level, per-class postprocess."""
+    coder, out = DeltaCoder(), []
+    for i in range(cls_maps[0].shape[0]):
+        boxes, scores, labels = [], [], []
+        for c, b, a in zip(cls_maps, box_maps, anchors):
+            h, w = c.shape[-2:]
+            s = c[i].reshape(-1, k, h, w).permute(2, 3, 0, 1).reshape(-1).sigmoid()
+            d = b[i].reshape(-1, 4, h, w).permute(2, 3, 0, 1).reshape(-1, 4)
+            keep = (s > pp.score_thresh).nonzero().squeeze(1)
+            top = s[keep].argsort(descending=True)[: pp.topk]
+            idx = keep[top]
+            bx = coder.decode(d[idx // k], a[idx // k])
+            bx[:, 0::2] = bx[:, 0::2].clamp(0, float(sizes[i, 1]))
+            bx[:, 1::2] = bx[:, 1::2].clamp(0, float(sizes[i, 0]))
+            boxes.append(bx), scores.append(s[idx]), labels.append(idx % k)
+        boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+        keep_all = []
+        for cl in labels.unique():
+            m = (labels == cl).nonzero().squeeze(1)
+            keep_all.append(m[nms(boxes[m], scores[m], pp.nms_thresh)])
+        kept = torch.cat(keep_all)
+        kept = kept[scores[kept].argsort(descending=True)][: pp.max_det]
+        out.append({"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]})
+    return out
+
+
+def random_outputs(b, k, a, shapes, seed):
+    g = torch.Generator().manual_seed(seed)
+    cls = [torch.randn(b, a * k, h, w, generator=g) * 2 - 2 for h, w in shapes]
+    box = [torch.randn(b, a * 4, h, w, generator=g) * 0.3 for h, w in shapes]
+    return cls, box
+
+
+def test_agrees_with_per_image_per_class_reference():
+    gen = AnchorGenerator()
+    shapes = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+    anchors = gen(shapes)
+    sizes = torch.tensor([[128, 128], [100, 120], [128, 90]])
+    for seed, (topk, max_det) in enumerate([(1000, 100), (50, 30), (7, 300)]):
+        cls, box = random_outputs(3, 4, 9, shapes, seed)
+        pp = Postprocess(DeltaCoder().decode, topk=topk, max_det=max_det)
+        got = pp(cls, box, anchors, sizes)
+        ref = reference(cls, box, anchors, sizes, pp, 4)
+        for g, r in zip(got, ref):
+            assert len(g["scores"]) == len(r["scores"]) > 0
+            torch.testing.assert_close(g["scores"], r["scores"])
+            torch.testing.assert_close(g["boxes"], r["boxes"], atol=1e-4, rtol=1e-5)
+            assert torch.equal(g["labels"], r["labels"])
+            assert (g["boxes"][:, 2] <= sizes[0, 1]).all()
+
+
+def test_no_candidates_gives_empty_detections():
+    shapes = [(4, 4), (2, 2), (1, 1), (1, 1), (1, 1)]
+    anchors = AnchorGenerator()(shapes)
+    cls, box = random_outputs(2, 3, 9, shapes, 0)
+    cls = [c - 100 for c in cls]
+    out = Postprocess(DeltaCoder().decode)(cls, box, anchors, torch.tensor([[32, 32]] * 2))
+    assert [len(o["boxes"]) for o in out] == [0, 0]
+    assert out[0]["boxes"].shape == (0, 4)
+
+
+def test_saturated_scores_keep_max_det_per_image():
+    shapes = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+    anchors = AnchorGenerator()(shapes)
+    cls, box = random_outputs(2, 5, 9, shapes, 3)
+    cls = [c.abs() + 5 for c in cls]  # every score above the threshold
+    out = Postprocess(DeltaCoder().decode, max_det=100)(cls, box, anchors, torch.tensor([[128, 128]] * 2))
+    assert [len(o["scores"]) for o in out] == [100, 100]
+    assert all((o["scores"][:-1] >= o["scores"][1:]).all() for o in out)
