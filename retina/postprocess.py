@@ -7,7 +7,7 @@ over images or classes.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -15,7 +15,12 @@ from torchvision.ops import nms
 
 from retina.model.head import flatten_levels
 
-Decoder = Callable[[Tensor, Tensor], Tensor]  # (box_reg (B, k, C), anchors (B, k, 4)) -> (B, k, 4)
+
+
+class BoxCoder(Protocol):
+    def decode(self, box_reg: Tensor, anchors: Tensor) -> Tensor:
+        """(B, k, C) box outputs and (B, k, 4) anchors -> (B, k, 4) boxes."""
+        ...
 
 
 def offset_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
@@ -41,7 +46,7 @@ class Postprocess:
     class-wise NMS at ``nms_thresh`` and the best ``max_det`` per image.
 
     Args:
-        decoder: maps selected box outputs and their anchors to boxes.
+        coder: its ``decode`` maps selected box outputs and their anchors to boxes.
         box_dim: channels per anchor in the box maps (4 for deltas).
         score_thresh: minimum score.
         topk: candidates per level and image.
@@ -51,14 +56,14 @@ class Postprocess:
 
     def __init__(
         self,
-        decoder: Decoder,
+        coder: BoxCoder,
         box_dim: int = 4,
         score_thresh: float = 0.05,
         topk: int = 1000,
         nms_thresh: float = 0.5,
         max_det: int = 100,
     ) -> None:
-        self.decoder = decoder
+        self.coder = coder
         self.box_dim = box_dim
         self.score_thresh = score_thresh
         self.topk = topk
@@ -91,7 +96,7 @@ class Postprocess:
             top, idx = logits.topk(k, dim=1)  # (B, k)
             a_idx = idx // num_classes
             sel = box.gather(1, a_idx[..., None].expand(-1, -1, self.box_dim))  # (B, k, C)
-            out_boxes.append(self.decoder(sel, anc[a_idx]))  # (B, k, 4)
+            out_boxes.append(self.coder.decode(sel, anc[a_idx]))  # (B, k, 4)
             out_logits.append(top)
             out_labels.append(idx % num_classes)
         boxes = torch.cat(out_boxes, dim=1)  # (B, L, 4)

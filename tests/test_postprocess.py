@@ -47,7 +47,7 @@ def test_agrees_with_per_image_per_class_reference():
     sizes = torch.tensor([[128, 128], [100, 120], [128, 90]])
     for seed, (topk, max_det) in enumerate([(1000, 100), (50, 30), (7, 300)]):
         cls, box = random_outputs(3, 4, 9, shapes, seed)
-        pp = Postprocess(DeltaCoder().decode, topk=topk, max_det=max_det)
+        pp = Postprocess(DeltaCoder(), topk=topk, max_det=max_det)
         got = pp(cls, box, anchors, sizes)
         ref = reference(cls, box, anchors, sizes, pp, 4)
         for g, r in zip(got, ref):
@@ -63,7 +63,7 @@ def test_no_candidates_gives_empty_detections():
     anchors = AnchorGenerator()(shapes)
     cls, box = random_outputs(2, 3, 9, shapes, 0)
     cls = [c - 100 for c in cls]
-    out = Postprocess(DeltaCoder().decode)(cls, box, anchors, torch.tensor([[32, 32]] * 2))
+    out = Postprocess(DeltaCoder())(cls, box, anchors, torch.tensor([[32, 32]] * 2))
     assert [len(o["boxes"]) for o in out] == [0, 0]
     assert out[0]["boxes"].shape == (0, 4)
 
@@ -73,6 +73,6 @@ def test_saturated_scores_keep_max_det_per_image():
     anchors = AnchorGenerator()(shapes)
     cls, box = random_outputs(2, 5, 9, shapes, 3)
     cls = [c.abs() + 5 for c in cls]  # every score above the threshold
-    out = Postprocess(DeltaCoder().decode, max_det=100)(cls, box, anchors, torch.tensor([[128, 128]] * 2))
+    out = Postprocess(DeltaCoder(), max_det=100)(cls, box, anchors, torch.tensor([[128, 128]] * 2))
     assert [len(o["scores"]) for o in out] == [100, 100]
     assert all((o["scores"][:-1] >= o["scores"][1:]).all() for o in out)

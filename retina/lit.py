@@ -1,0 +1,164 @@
+"""The LightningModule: composes network, anchors, criterion and postprocess."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from pycocotools.coco import COCO
+from torch import Tensor
+
+from retina.coco_eval import coco_evaluate, to_coco_results
+from retina.model.anchors import AnchorGenerator
+from retina.model.detector import Detector
+from retina.model.head import flatten_levels
+from retina.postprocess import Postprocess
+
+Batch = dict[str, Tensor]  # see retina.data.collate
+
+
+def scale_to_original(dets: list[dict[str, Tensor]], image_sizes: Tensor, orig_sizes: Tensor):
+    """Map boxes from network-input pixels back to original image pixels, per axis."""
+    ratio = (orig_sizes.float() / image_sizes.float()).flip(1).repeat(1, 2)  # (B, 4): w h w h
+    return [dict(d, boxes=d["boxes"] * r) for d, r in zip(dets, ratio)]
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_norm_bias: bool):
+    """Parameter groups; with ``no_decay_norm_bias`` norms, biases and scales get no decay."""
+    if not no_decay_norm_bias:
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class DetectionModule(L.LightningModule):
+    """Training and COCO evaluation of a dense detector.
+
+    Args:
+        detector: the pure network (images -> per-level maps).
+        anchors: anchor generator matching the head's anchors per location.
+        criterion: ``(cls (B,N,K), box (B,N,C), anchors (N,4), gt_boxes, gt_labels) -> losses``.
+        postprocess: decoder + NMS.
+        optimizer: partial taking parameter groups.
+        scheduler: partial taking ``(optimizer, total_steps)``; stepped every iteration.
+        no_decay_norm_bias: no weight decay on 1-d parameters (norms, biases).
+        class_names: name of each contiguous label (stored in checkpoints).
+        cat_ids: dataset category id of each label (stored in checkpoints).
+        run_config: the resolved run config (stored in checkpoints to rebuild the model).
+    """
+
+    def __init__(
+        self,
+        detector: Detector,
+        anchors: AnchorGenerator,
+        criterion: Callable[..., dict[str, Tensor]],
+        postprocess: Postprocess,
+        optimizer: Callable[..., torch.optim.Optimizer] = partial(torch.optim.AdamW, lr=1e-4),
+        scheduler: Callable[..., Any] | None = None,
+        no_decay_norm_bias: bool = False,
+        class_names: list[str] | None = None,
+        cat_ids: list[int] | None = None,
+        run_config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        head = detector.head
+        if getattr(head, "num_anchors", anchors.num_anchors) != anchors.num_anchors:
+            raise ValueError(
+                f"model.head.num_anchors={head.num_anchors} but the anchor generator makes "
+                f"{anchors.num_anchors} per location (scales_per_octave x len(ratios))"
+            )
+        self.detector = detector
+        self.anchors = anchors
+        self.criterion = criterion
+        self.postprocess = postprocess
+        self.optimizer_fn = optimizer
+        self.scheduler_fn = scheduler
+        self.no_decay_norm_bias = no_decay_norm_bias
+        self.num_classes = head.num_classes
+        self.class_names = list(class_names or [str(i) for i in range(self.num_classes)])
+        self.cat_ids = list(cat_ids or range(1, self.num_classes + 1))
+        self.save_hyperparameters(
+            {"class_names": self.class_names, "cat_ids": self.cat_ids, "run_config": run_config}
+        )
+        self._results: list[dict] = []
+        self._image_ids: list[int] = []
+        self._coco_gt: COCO | None = None
+        self.last_coco_table = ""
+
+    def forward(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        return self.detector(images)
+
+    def level_anchors(self, cls_maps: list[Tensor]) -> list[Tensor]:
+        return self.anchors([tuple(c.shape[-2:]) for c in cls_maps], cls_maps[0].device)
+
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        cls_maps, box_maps = self.detector(batch["images"])
+        anchors = torch.cat(self.level_anchors(cls_maps))  # (N, 4)
+        cls = flatten_levels(cls_maps, self.num_classes)  # (B, N, K)
+        box = flatten_levels(box_maps, box_maps[0].shape[1] // self.anchors.num_anchors)  # (B, N, C)
+        return self.criterion(cls, box, anchors, batch["boxes"], batch["labels"])
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        losses = self.losses(batch)
+        loss = sum(v for k, v in losses.items() if k.startswith("loss_"))
+        bs = batch["images"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for k, v in losses.items():
+            self.log(f"train/{k}", v.float(), batch_size=bs)
+        return loss
+
+    @torch.no_grad()
+    def predict_batch(self, batch: Batch) -> list[dict[str, Tensor]]:
+        """Detections in original image pixels for a collated batch."""
+        cls_maps, box_maps = self.detector(batch["images"])
+        dets = self.postprocess(cls_maps, box_maps, self.level_anchors(cls_maps), batch["image_sizes"])
+        return scale_to_original(dets, batch["image_sizes"], batch["orig_sizes"])
+
+    def on_validation_epoch_start(self) -> None:
+        self._results, self._image_ids = [], []
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        dets = self.predict_batch(batch)
+        ids = batch["image_ids"].tolist()
+        self._image_ids.extend(ids)
+        self._results.extend(to_coco_results(ids, dets, self.cat_ids))
+
+    def on_validation_epoch_end(self) -> None:
+        results, image_ids = self._results, self._image_ids
+        if dist.is_available() and dist.is_initialized():
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, (results, image_ids))
+            # a distributed sampler may repeat images to even out ranks: keep each once
+            seen, results, image_ids = set(), [], []
+            for res, ids in gathered:
+                new = set(ids) - seen
+                results += [r for r in res if r["image_id"] in new]
+                image_ids += sorted(new)
+                seen |= new
+        metrics, self.last_coco_table = coco_evaluate(self.coco_gt(), results, image_ids)
+        for name, value in metrics.items():
+            if name in ("mAP", "mAP_50", "mAP_75", "mAP_small", "mAP_medium", "mAP_large", "AR_100"):
+                self.log(f"val/{name}", value, prog_bar=name in ("mAP", "mAP_50"), sync_dist=False)
+
+    def coco_gt(self) -> COCO:
+        if self._coco_gt is None:
+            from retina.data.coco import load_coco
+
+            self._coco_gt = load_coco(self.trainer.datamodule.val_ann)
+        return self._coco_gt
+
+    def configure_optimizers(self):
+        groups = param_groups(self, self.optimizer_fn.keywords.get("weight_decay", 0.0),
+                              self.no_decay_norm_bias)
+        optimizer = self.optimizer_fn(groups)
+        if self.scheduler_fn is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_fn(optimizer, total_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,75 @@
+"""Train and validate: ``python -m retina.train [overrides]`` (see conf/train.yaml)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+def resolve_ckpt(ckpt_path: str | None, log_dir: str, task_name: str) -> str | None:
+    """``"last"`` -> the newest ``checkpoints/last.ckpt`` under this task's runs."""
+    if ckpt_path != "last":
+        if ckpt_path and not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+        return ckpt_path
+    found = sorted(Path(log_dir, task_name).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"ckpt_path=last: no last.ckpt under {Path(log_dir, task_name)}")
+    return str(found[-1])
+
+
+def build(cfg: DictConfig):
+    """Datamodule and LightningModule from a composed config (the head learns K from the data)."""
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    with open_dict(cfg):
+        cfg.model.detector.head.num_classes = datamodule.num_classes
+    module = instantiate(
+        cfg.model,
+        class_names=datamodule.class_names,
+        cat_ids=datamodule.cat_ids,
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    return datamodule, module
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, validate, write ``metrics.json`` into the run directory and return the metrics."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    datamodule, module = build(cfg)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    metrics["epoch"] = trainer.current_epoch
+    metrics["global_step"] = trainer.global_step
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if module.last_coco_table:
+        log.info("validation (pycocotools):\n%s", module.last_coco_table)
+    log.info("metrics: %s -> %s", json.dumps(metrics), out / "metrics.json")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()
