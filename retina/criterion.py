@@ -50,6 +50,7 @@ class RetinaNetCriterion:
         anchors: Tensor,
         gt_boxes: Tensor,
         gt_labels: Tensor,
+        level_sizes: list[int] | None = None,
     ) -> dict[str, Tensor]:
         """Losses for one batch.
 
@@ -59,6 +60,7 @@ class RetinaNetCriterion:
             anchors: (N, 4) anchors of all levels.
             gt_boxes: (B, M, 4) padded ground-truth boxes.
             gt_labels: (B, M) labels 0..K-1, -1 for padding.
+            level_sizes: anchors per level (unused: IoU matching needs no levels).
 
         Returns:
             ``loss_cls``, ``loss_box`` (normalised) and ``num_fg`` (this process's count).

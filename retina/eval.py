@@ -33,7 +33,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Rebuild the model from the checkpoint's config, validate on ``cfg.data`` or its own data."""
     ckpt = load_checkpoint(cfg.ckpt_path)
     hp = ckpt["hyper_parameters"]
-    run = OmegaConf.create(hp["run_config"])
+    run = OmegaConf.create(json.loads(hp["run_config"]))
     run.model.detector.backbone.weights = None  # the checkpoint holds the trained weights
     data_cfg = cfg.data if cfg.get("data") else run.data
     datamodule = instantiate(data_cfg)

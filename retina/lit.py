@@ -43,14 +43,15 @@ class DetectionModule(L.LightningModule):
     Args:
         detector: the pure network (images -> per-level maps).
         anchors: anchor generator matching the head's anchors per location.
-        criterion: ``(cls (B,N,K), box (B,N,C), anchors (N,4), gt_boxes, gt_labels) -> losses``.
+        criterion: ``(cls (B,N,K), box (B,N,C), anchors (N,4), gt_boxes (B,M,4),
+            gt_labels (B,M), level_sizes) -> {"loss_*": ..., "num_fg": ...}``.
         postprocess: decoder + NMS.
         optimizer: partial taking parameter groups.
         scheduler: partial taking ``(optimizer, total_steps)``; stepped every iteration.
         no_decay_norm_bias: no weight decay on 1-d parameters (norms, biases).
         class_names: name of each contiguous label (stored in checkpoints).
         cat_ids: dataset category id of each label (stored in checkpoints).
-        run_config: the resolved run config (stored in checkpoints to rebuild the model).
+        run_config: the resolved run config as JSON (stored in checkpoints to rebuild the model).
     """
 
     def __init__(
@@ -64,7 +65,7 @@ class DetectionModule(L.LightningModule):
         no_decay_norm_bias: bool = False,
         class_names: list[str] | None = None,
         cat_ids: list[int] | None = None,
-        run_config: dict | None = None,
+        run_config: str | None = None,
     ) -> None:
         super().__init__()
         head = detector.head
@@ -99,10 +100,12 @@ class DetectionModule(L.LightningModule):
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         cls_maps, box_maps = self.detector(batch["images"])
-        anchors = torch.cat(self.level_anchors(cls_maps))  # (N, 4)
+        level_anchors = self.level_anchors(cls_maps)
+        anchors = torch.cat(level_anchors)  # (N, 4)
         cls = flatten_levels(cls_maps, self.num_classes)  # (B, N, K)
         box = flatten_levels(box_maps, box_maps[0].shape[1] // self.anchors.num_anchors)  # (B, N, C)
-        return self.criterion(cls, box, anchors, batch["boxes"], batch["labels"])
+        level_sizes = [len(a) for a in level_anchors]
+        return self.criterion(cls, box, anchors, batch["boxes"], batch["labels"], level_sizes)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         losses = self.losses(batch)

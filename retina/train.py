@@ -26,6 +26,16 @@ def resolve_ckpt(ckpt_path: str | None, log_dir: str, task_name: str) -> str | N
     return str(found[-1])
 
 
+def run_config_json(cfg: DictConfig) -> str:
+    """The resolved run config (without Hydra's own node) as JSON, stored in checkpoints.
+
+    A string, not a dict: ``instantiate`` would otherwise build every ``_target_`` in it.
+    """
+    run = OmegaConf.to_container(cfg, resolve=True)
+    run.pop("hydra", None)
+    return json.dumps(run)
+
+
 def build(cfg: DictConfig):
     """Datamodule and LightningModule from a composed config (the head learns K from the data)."""
     datamodule = instantiate(cfg.data)
@@ -37,7 +47,7 @@ def build(cfg: DictConfig):
         cfg.model,
         class_names=datamodule.class_names,
         cat_ids=datamodule.cat_ids,
-        run_config=OmegaConf.to_container(cfg, resolve=True),
+        run_config=run_config_json(cfg),
     )
     return datamodule, module
 
@@ -47,8 +57,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, module = build(cfg)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)

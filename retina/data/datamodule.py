@@ -59,14 +59,15 @@ class DetectionDataModule(L.LightningDataModule):
         persistent_workers: Keep workers between epochs (only when ``num_workers > 0``).
         val_batch_size: Validation batch size, defaults to ``batch_size``.
         scale_jitter: Optional ``(low, high)`` multi-scale factor range (training).
+        root: COCO 2017 layout folder; fills in whichever of the four paths is not given.
     """
 
     def __init__(
         self,
-        train_ann: str | Path,
-        train_images: str | Path,
-        val_ann: str | Path,
-        val_images: str | Path,
+        train_ann: str | Path | None = None,
+        train_images: str | Path | None = None,
+        val_ann: str | Path | None = None,
+        val_images: str | Path | None = None,
         batch_size: int = 4,
         num_workers: int = 2,
         size: int | None = None,
@@ -81,11 +82,20 @@ class DetectionDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         val_batch_size: int | None = None,
         scale_jitter: tuple[float, float] | None = None,
+        root: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["prepare"])
-        self.train_ann, self.train_images = Path(train_ann), Path(train_images)
-        self.val_ann, self.val_images = Path(val_ann), Path(val_images)
+        given = {"train_ann": train_ann, "train_images": train_images, "val_ann": val_ann,
+                 "val_images": val_images}
+        paths = {**(coco_paths(root) if root else {}), **{k: v for k, v in given.items() if v}}
+        missing = [k for k in given if k not in paths]
+        if missing:
+            raise ValueError(
+                f"data: set data.root (COCO 2017 layout) or data.{', data.'.join(missing)}"
+            )
+        self.train_ann, self.train_images = Path(paths["train_ann"]), Path(paths["train_images"])
+        self.val_ann, self.val_images = Path(paths["val_ann"]), Path(paths["val_images"])
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
