@@ -88,3 +88,126 @@ class DeltaCoder:
 
     def decode(self, deltas: Tensor, anchors: Tensor) -> Tensor:
         return decode_deltas(deltas, anchors, self.weights, self.clamp)
+
+
+def paired_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of corresponding boxes (elementwise, not all pairs like ``box_iou``).
+
+    Args:
+        boxes1: (..., 4).
+        boxes2: (..., 4), broadcastable to ``boxes1``.
+
+    Returns:
+        (...) IoU in [0, 1]; 0 where the union is empty.
+    """
+    lt = torch.maximum(boxes1[..., :2], boxes2[..., :2])
+    rb = torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=-1)
+    area1 = (boxes1[..., 2:] - boxes1[..., :2]).clamp(min=0).prod(dim=-1)
+    area2 = (boxes2[..., 2:] - boxes2[..., :2]).clamp(min=0).prod(dim=-1)
+    union = area1 + area2 - inter
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
+
+
+def integral(logits: Tensor) -> Tensor:
+    """Expectation of a discrete distribution over the bins 0..R.
+
+    Args:
+        logits: (..., R+1) unnormalised log-probabilities of the bins.
+
+    Returns:
+        (...) float32 sum_i i * softmax(logits)_i, in [0, R].
+    """
+    probs = logits.float().softmax(dim=-1)
+    bins = torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)  # (R+1,)
+    return (probs * bins).sum(dim=-1)
+
+
+def integral_std(logits: Tensor) -> Tensor:
+    """Standard deviation of the same distribution as :func:`integral`, in bins.
+
+    Args:
+        logits: (..., R+1).
+
+    Returns:
+        (...) float32 sqrt(sum_i p_i (i - mean)^2), in [0, R / 2].
+    """
+    probs = logits.float().softmax(dim=-1)
+    bins = torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)  # (R+1,)
+    mean = (probs * bins).sum(dim=-1, keepdim=True)
+    return (probs * (bins - mean).square()).sum(dim=-1).sqrt()
+
+
+def anchor_points(anchors: Tensor, anchor_scale: float) -> tuple[Tensor, Tensor]:
+    """Centres and strides of square anchors of side ``anchor_scale * stride``.
+
+    Args:
+        anchors: (..., 4) x1y1x2y2.
+
+    Returns:
+        points (..., 2) xy centres, strides (...) anchor width / anchor_scale.
+    """
+    points = (anchors[..., :2] + anchors[..., 2:]) / 2
+    strides = (anchors[..., 2] - anchors[..., 0]) / anchor_scale
+    return points, strides
+
+
+def distances_to_boxes(points: Tensor, distances: Tensor) -> Tensor:
+    """Boxes from a point and its distances to the four sides.
+
+    Args:
+        points: (..., 2) xy.
+        distances: (..., 4) left, top, right, bottom (same units as ``points``).
+
+    Returns:
+        (..., 4) x1y1x2y2.
+    """
+    return torch.cat([points - distances[..., :2], points + distances[..., 2:]], dim=-1)
+
+
+def boxes_to_distances(points: Tensor, boxes: Tensor) -> Tensor:
+    """Inverse of :func:`distances_to_boxes`: (..., 2) points, (..., 4) boxes -> (..., 4) ltrb."""
+    return torch.cat([points - boxes[..., :2], boxes[..., 2:] - points], dim=-1)
+
+
+@dataclass(frozen=True)
+class DistanceCoder:
+    """GFL's box coder: a distribution over 0..reg_max per side, in units of the stride.
+
+    The box outputs of one location are (..., 4 * (reg_max + 1)): the R+1 bin logits of
+    the left, top, right and bottom distances, one side after the other. Anchors are the
+    squares of side ``anchor_scale * stride`` made by ``AnchorGenerator(anchor_scale,
+    scales_per_octave=1, ratios=(1.0,))``: the point is the anchor centre and the stride
+    its width / ``anchor_scale``. Holds only its settings; see :func:`integral`.
+
+    Args:
+        reg_max: R, the largest distance in strides (R+1 bins 0..R).
+        anchor_scale: anchor side in strides (``AnchorGenerator.anchor_scale``).
+    """
+
+    reg_max: int = 16
+    anchor_scale: float = 8.0
+
+    def _sides(self, box_reg: Tensor) -> Tensor:
+        """(..., 4 * (R+1)) -> (..., 4, R+1)."""
+        return box_reg.unflatten(-1, (4, self.reg_max + 1))
+
+    def decode(self, box_reg: Tensor, anchors: Tensor) -> Tensor:
+        """(..., 4 * (R+1)) logits, (..., 4) anchors -> (..., 4) float32 boxes x1y1x2y2."""
+        points, strides = anchor_points(anchors.float(), self.anchor_scale)
+        distances = integral(self._sides(box_reg)) * strides[..., None]  # (..., 4) pixels
+        return distances_to_boxes(points, distances)
+
+    def encode(self, boxes: Tensor, anchors: Tensor) -> Tensor:
+        """(..., 4) boxes, (..., 4) anchors -> (..., 4) ltrb distances in strides.
+
+        Clamped to [0, reg_max - 0.01] so that the upper bin of every target exists.
+        """
+        points, strides = anchor_points(anchors.float(), self.anchor_scale)
+        distances = boxes_to_distances(points, boxes.float()) / strides[..., None]
+        return distances.clamp(min=0, max=self.reg_max - 0.01)
+
+    def spread(self, box_reg: Tensor, anchors: Tensor) -> Tensor:
+        """(..., 4 * (R+1)) logits, (..., 4) anchors -> (..., 4) per-side std in pixels."""
+        strides = anchor_points(anchors.float(), self.anchor_scale)[1]
+        return integral_std(self._sides(box_reg)) * strides[..., None]

@@ -21,9 +21,11 @@ Batch = dict[str, Tensor]  # see retina.data.collate
 
 
 def scale_to_original(dets: list[dict[str, Tensor]], image_sizes: Tensor, orig_sizes: Tensor):
-    """Map boxes from network-input pixels back to original image pixels, per axis."""
+    """Map boxes (and per-side ``spread``, if any) from network-input pixels back to original
+    image pixels, per axis."""
     ratio = (orig_sizes.float() / image_sizes.float()).flip(1).repeat(1, 2)  # (B, 4): w h w h
-    return [dict(d, boxes=d["boxes"] * r) for d, r in zip(dets, ratio)]
+    in_pixels = ("boxes", "spread")  # x1y1x2y2 and left/top/right/bottom both scale by w h w h
+    return [{k: v * r if k in in_pixels else v for k, v in d.items()} for d, r in zip(dets, ratio)]
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_norm_bias: bool):

@@ -181,3 +181,54 @@ def normalizer(count: Tensor) -> Tensor:
         dist.all_reduce(count)
         count = count / dist.get_world_size()
     return count.clamp(min=1.0)
+
+
+def quality_focal_loss(logits: Tensor, labels: Tensor, scores: Tensor, beta: float = 2.0) -> Tensor:
+    """Quality focal loss of GFL (Li et al., 2020): focal loss towards a soft IoU target.
+
+    With p = sigmoid(x): every entry is a negative, BCE(x, 0) p^beta, except each
+    positive's own class, BCE(x, s) |s - p|^beta with s its IoU target. With s in {0, 1}
+    this is the focal loss with gamma = beta and no alpha.
+
+    Args:
+        logits: (N, K) class logits, any float dtype.
+        labels: (N,) long: class 0..K-1 for positives; K (or any value outside 0..K-1,
+            e.g. -1) for background.
+        scores: (N,) IoU target of each positive in [0, 1] (ignored for background).
+        beta: focusing parameter, >= 1 for a finite gradient where s = p.
+
+    Returns:
+        (N, K) float32 unreduced loss.
+    """
+    x = logits.float()
+    loss = F.softplus(x) * torch.sigmoid(x).pow(beta)  # BCE(x, 0) p^beta, (N, K)
+    rows = ((labels >= 0) & (labels < x.shape[1])).nonzero().squeeze(1)  # (F,)
+    cols = labels[rows]
+    x_fg = x[rows, cols]  # (F,)
+    s = scores[rows].float()
+    pos = F.binary_cross_entropy_with_logits(x_fg, s, reduction="none")
+    pos = pos * (s - torch.sigmoid(x_fg)).abs().pow(beta)
+    return loss.index_put((rows, cols), pos)
+
+
+def distribution_focal_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Distribution focal loss of GFL: cross-entropy on the two bins around the target.
+
+    With l = floor(t), r = l + 1: DFL = (r - t) CE(logits, l) + (t - l) CE(logits, r),
+    minimal when the distribution puts mass r - t on bin l and t - l on bin r (whose
+    expectation is t).
+
+    Args:
+        logits: (N, R+1) bin logits, any float dtype.
+        target: (N,) float distances in bins, in [0, R).
+
+    Returns:
+        (N,) float32.
+    """
+    log_probs = logits.float().log_softmax(dim=-1)  # (N, R+1)
+    t = target.float()
+    left = t.long()
+    right = left + 1
+    ce_left = -log_probs.gather(1, left[:, None]).squeeze(1)  # (N,)
+    ce_right = -log_probs.gather(1, right[:, None]).squeeze(1)
+    return (right - t) * ce_left + (t - left) * ce_right

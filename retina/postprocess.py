@@ -18,6 +18,10 @@ from retina.model.head import flatten_levels
 
 
 class BoxCoder(Protocol):
+    """Decodes box outputs; a coder that also has ``spread(box_reg, anchors) -> (B, k, 4)``
+    (per-side standard deviation in pixels, e.g. ``DistanceCoder``) adds ``spread`` to
+    every detection."""
+
     def decode(self, box_reg: Tensor, anchors: Tensor) -> Tensor:
         """(B, k, C) box outputs and (B, k, 4) anchors -> (B, k, 4) boxes."""
         ...
@@ -79,16 +83,18 @@ class Postprocess:
     def candidates(
         self, cls_maps: list[Tensor], box_maps: list[Tensor], anchors: list[Tensor],
         image_sizes: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """Top-k per level, decoded and clipped.
 
         Returns:
             boxes (B, L, 4), scores (B, L), labels (B, L), keep (B, L) bool, with L the
-            candidates over all levels; ``keep`` marks those above the threshold.
+            candidates over all levels; ``keep`` marks those above the threshold. Last,
+            extra per-candidate fields (B, L, ...): ``spread`` if the coder has one.
         """
         num_classes = self.num_classes(cls_maps, anchors)
         thresh = math.log(self.score_thresh / (1 - self.score_thresh))  # logit of the threshold
-        out_boxes, out_logits, out_labels = [], [], []
+        with_spread = hasattr(self.coder, "spread")
+        out_boxes, out_logits, out_labels, out_spread = [], [], [], []
         for c_map, b_map, anc in zip(cls_maps, box_maps, anchors):
             logits = flatten_levels([c_map], num_classes).flatten(1)  # (B, HWA*K)
             box = flatten_levels([b_map], self.box_dim)  # (B, HWA, C)
@@ -97,6 +103,8 @@ class Postprocess:
             a_idx = idx // num_classes
             sel = box.gather(1, a_idx[..., None].expand(-1, -1, self.box_dim))  # (B, k, C)
             out_boxes.append(self.coder.decode(sel, anc[a_idx]))  # (B, k, 4)
+            if with_spread:
+                out_spread.append(self.coder.spread(sel, anc[a_idx]))  # (B, k, 4)
             out_logits.append(top)
             out_labels.append(idx % num_classes)
         boxes = torch.cat(out_boxes, dim=1)  # (B, L, 4)
@@ -106,7 +114,8 @@ class Postprocess:
         x = boxes[..., 0::2].clamp(min=0).minimum(w[..., None])
         y = boxes[..., 1::2].clamp(min=0).minimum(h[..., None])
         boxes = torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
-        return boxes, logits.float().sigmoid(), torch.cat(out_labels, dim=1), logits > thresh
+        extra = {"spread": torch.cat(out_spread, dim=1)} if with_spread else {}  # (B, L, 4)
+        return boxes, logits.float().sigmoid(), torch.cat(out_labels, dim=1), logits > thresh, extra
 
     def __call__(
         self, cls_maps: list[Tensor], box_maps: list[Tensor], anchors: list[Tensor],
@@ -122,9 +131,12 @@ class Postprocess:
 
         Returns:
             per image ``boxes`` (D, 4) x1y1x2y2, ``scores`` (D,), ``labels`` (D,) in
-            0..K-1, sorted by decreasing score, D <= max_det.
+            0..K-1, sorted by decreasing score, D <= max_det; and ``spread`` (D, 4), the
+            per-side (left, top, right, bottom) std in pixels, if the coder has ``spread``.
         """
-        boxes, scores, labels, keep = self.candidates(cls_maps, box_maps, anchors, image_sizes)
+        boxes, scores, labels, keep, extra = self.candidates(
+            cls_maps, box_maps, anchors, image_sizes
+        )
         b = boxes.shape[0]
         img = torch.arange(b, device=boxes.device)[:, None].expand_as(scores)[keep]  # (P,)
         boxes, scores, labels = boxes[keep].float(), scores[keep], labels[keep]
@@ -139,7 +151,7 @@ class Postprocess:
         rank = torch.arange(kept.numel(), device=kept.device) - starts[img_k]
         sel = rank < self.max_det
         kept, counts = kept[sel], counts.clamp(max=self.max_det)
-        return [
+        dets = [
             {"boxes": bx, "scores": sc, "labels": lb}
             for bx, sc, lb in zip(
                 boxes[kept].split(counts.tolist()),
@@ -147,3 +159,7 @@ class Postprocess:
                 labels[kept].split(counts.tolist()),
             )
         ]
+        for name, values in extra.items():  # gathered exactly like the boxes
+            for det, part in zip(dets, values[keep][kept].split(counts.tolist())):
+                det[name] = part
+        return dets
