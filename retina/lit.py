@@ -12,6 +12,7 @@ from pycocotools.coco import COCO
 from torch import Tensor
 
 from retina.coco_eval import coco_evaluate, to_coco_results
+from retina.data.coco import load_coco
 from retina.model.anchors import AnchorGenerator
 from retina.model.detector import Detector
 from retina.model.head import flatten_levels
@@ -39,75 +40,44 @@ def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_norm_bias
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-class DetectionModule(L.LightningModule):
-    """Training and COCO evaluation of a dense detector.
+class CocoDetectionTask(L.LightningModule):
+    """What every detector module here shares: COCO validation and optimizer set-up.
+
+    Subclasses implement ``losses(batch)`` and ``predict_batch(batch) -> detections``
+    in original image pixels; validation turns them into pycocotools' numbers against
+    the datamodule's ``val_ann`` file, gathered once per image across processes.
 
     Args:
-        detector: the pure network (images -> per-level maps).
-        anchors: anchor generator matching the head's anchors per location.
-        criterion: ``(cls (B,N,K), box (B,N,C), anchors (N,4), gt_boxes (B,M,4),
-            gt_labels (B,M), level_sizes) -> {"loss_*": ..., "num_fg": ...}``.
-        postprocess: decoder + NMS.
         optimizer: partial taking parameter groups.
         scheduler: partial taking ``(optimizer, total_steps)``; stepped every iteration.
         no_decay_norm_bias: no weight decay on 1-d parameters (norms, biases).
-        class_names: name of each contiguous label (stored in checkpoints).
-        cat_ids: dataset category id of each label (stored in checkpoints).
-        run_config: the resolved run config as JSON (stored in checkpoints to rebuild the model).
+        cat_ids: dataset category id of each contiguous label.
     """
 
     def __init__(
         self,
-        detector: Detector,
-        anchors: AnchorGenerator,
-        criterion: Callable[..., dict[str, Tensor]],
-        postprocess: Postprocess,
-        optimizer: Callable[..., torch.optim.Optimizer] = partial(torch.optim.AdamW, lr=1e-4),
-        scheduler: Callable[..., Any] | None = None,
-        no_decay_norm_bias: bool = False,
-        class_names: list[str] | None = None,
-        cat_ids: list[int] | None = None,
-        run_config: str | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None,
+        no_decay_norm_bias: bool,
+        cat_ids: list[int],
     ) -> None:
         super().__init__()
-        head = detector.head
-        if getattr(head, "num_anchors", anchors.num_anchors) != anchors.num_anchors:
-            raise ValueError(
-                f"model.head.num_anchors={head.num_anchors} but the anchor generator makes "
-                f"{anchors.num_anchors} per location (scales_per_octave x len(ratios))"
-            )
-        self.detector = detector
-        self.anchors = anchors
-        self.criterion = criterion
-        self.postprocess = postprocess
         self.optimizer_fn = optimizer
         self.scheduler_fn = scheduler
         self.no_decay_norm_bias = no_decay_norm_bias
-        self.num_classes = head.num_classes
-        self.class_names = list(class_names or [str(i) for i in range(self.num_classes)])
-        self.cat_ids = list(cat_ids or range(1, self.num_classes + 1))
-        self.save_hyperparameters(
-            {"class_names": self.class_names, "cat_ids": self.cat_ids, "run_config": run_config}
-        )
+        self.cat_ids = list(cat_ids)
         self._results: list[dict] = []
         self._image_ids: list[int] = []
         self._coco_gt: COCO | None = None
         self.last_coco_table = ""
 
-    def forward(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        return self.detector(images)
-
-    def level_anchors(self, cls_maps: list[Tensor]) -> list[Tensor]:
-        return self.anchors([tuple(c.shape[-2:]) for c in cls_maps], cls_maps[0].device)
-
     def losses(self, batch: Batch) -> dict[str, Tensor]:
-        cls_maps, box_maps = self.detector(batch["images"])
-        level_anchors = self.level_anchors(cls_maps)
-        anchors = torch.cat(level_anchors)  # (N, 4)
-        cls = flatten_levels(cls_maps, self.num_classes)  # (B, N, K)
-        box = flatten_levels(box_maps, box_maps[0].shape[1] // self.anchors.num_anchors)  # (B, N, C)
-        level_sizes = [len(a) for a in level_anchors]
-        return self.criterion(cls, box, anchors, batch["boxes"], batch["labels"], level_sizes)
+        """``loss_*`` terms (summed for the gradient) and other logged values."""
+        raise NotImplementedError
+
+    def predict_batch(self, batch: Batch) -> list[dict[str, Tensor]]:
+        """Detections in original image pixels for a collated batch."""
+        raise NotImplementedError
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         losses = self.losses(batch)
@@ -118,12 +88,6 @@ class DetectionModule(L.LightningModule):
             self.log(f"train/{k}", v.float(), batch_size=bs)
         return loss
 
-    @torch.no_grad()
-    def predict_batch(self, batch: Batch) -> list[dict[str, Tensor]]:
-        """Detections in original image pixels for a collated batch."""
-        cls_maps, box_maps = self.detector(batch["images"])
-        dets = self.postprocess(cls_maps, box_maps, self.level_anchors(cls_maps), batch["image_sizes"])
-        return scale_to_original(dets, batch["image_sizes"], batch["orig_sizes"])
 
     def on_validation_epoch_start(self) -> None:
         self._results, self._image_ids = [], []
@@ -153,8 +117,6 @@ class DetectionModule(L.LightningModule):
 
     def coco_gt(self) -> COCO:
         if self._coco_gt is None:
-            from retina.data.coco import load_coco
-
             self._coco_gt = load_coco(self.trainer.datamodule.val_ann)
         return self._coco_gt
 
@@ -167,3 +129,75 @@ class DetectionModule(L.LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = self.scheduler_fn(optimizer, total_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class DetectionModule(CocoDetectionTask):
+    """Training and COCO evaluation of a dense detector.
+
+    Args:
+        detector: the pure network (images -> per-level maps).
+        anchors: anchor generator matching the head's anchors per location.
+        criterion: ``(cls (B,N,K), box (B,N,C), anchors (N,4), gt_boxes (B,M,4),
+            gt_labels (B,M), level_sizes) -> {"loss_*": ..., "num_fg": ...}``.
+        postprocess: decoder + NMS.
+        optimizer: partial taking parameter groups.
+        scheduler: partial taking ``(optimizer, total_steps)``; stepped every iteration.
+        no_decay_norm_bias: no weight decay on 1-d parameters (norms, biases).
+        class_names: name of each contiguous label (stored in checkpoints).
+        cat_ids: dataset category id of each label (stored in checkpoints).
+        run_config: the resolved run config as JSON (stored in checkpoints to rebuild the model).
+    """
+
+    def __init__(
+        self,
+        detector: Detector,
+        anchors: AnchorGenerator,
+        criterion: Callable[..., dict[str, Tensor]],
+        postprocess: Postprocess,
+        optimizer: Callable[..., torch.optim.Optimizer] = partial(torch.optim.AdamW, lr=1e-4),
+        scheduler: Callable[..., Any] | None = None,
+        no_decay_norm_bias: bool = False,
+        class_names: list[str] | None = None,
+        cat_ids: list[int] | None = None,
+        run_config: str | None = None,
+    ) -> None:
+        num_classes = detector.head.num_classes
+        cat_ids = list(cat_ids or range(1, num_classes + 1))
+        super().__init__(optimizer, scheduler, no_decay_norm_bias, cat_ids)
+        head = detector.head
+        if getattr(head, "num_anchors", anchors.num_anchors) != anchors.num_anchors:
+            raise ValueError(
+                f"model.head.num_anchors={head.num_anchors} but the anchor generator makes "
+                f"{anchors.num_anchors} per location (scales_per_octave x len(ratios))"
+            )
+        self.detector = detector
+        self.anchors = anchors
+        self.criterion = criterion
+        self.postprocess = postprocess
+        self.num_classes = num_classes
+        self.class_names = list(class_names or [str(i) for i in range(num_classes)])
+        self.save_hyperparameters(
+            {"class_names": self.class_names, "cat_ids": self.cat_ids, "run_config": run_config}
+        )
+
+    def forward(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        return self.detector(images)
+
+    def level_anchors(self, cls_maps: list[Tensor]) -> list[Tensor]:
+        return self.anchors([tuple(c.shape[-2:]) for c in cls_maps], cls_maps[0].device)
+
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        cls_maps, box_maps = self.detector(batch["images"])
+        level_anchors = self.level_anchors(cls_maps)
+        anchors = torch.cat(level_anchors)  # (N, 4)
+        cls = flatten_levels(cls_maps, self.num_classes)  # (B, N, K)
+        box = flatten_levels(box_maps, box_maps[0].shape[1] // self.anchors.num_anchors)  # (B, N, C)
+        level_sizes = [len(a) for a in level_anchors]
+        return self.criterion(cls, box, anchors, batch["boxes"], batch["labels"], level_sizes)
+
+    @torch.no_grad()
+    def predict_batch(self, batch: Batch) -> list[dict[str, Tensor]]:
+        """Detections in original image pixels for a collated batch."""
+        cls_maps, box_maps = self.detector(batch["images"])
+        dets = self.postprocess(cls_maps, box_maps, self.level_anchors(cls_maps), batch["image_sizes"])
+        return scale_to_original(dets, batch["image_sizes"], batch["orig_sizes"])
