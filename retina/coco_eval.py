@@ -56,7 +56,7 @@ def coco_evaluate(
 
     Returns:
         ``{name: value}`` for the 12 stats (see :data:`STAT_NAMES`; -1 where
-        pycocotools has no ground truth for a stat) and the printed summary table.
+        pycocotools has no ground truth for a stat) and pycocotools' 12-line summary table.
     """
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -67,7 +67,7 @@ def coco_evaluate(
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    table = buf.getvalue()
+    table = "\n".join(ln for ln in buf.getvalue().splitlines() if ln.lstrip().startswith("Average"))
     if verbose:
         print(table)
     return dict(zip(STAT_NAMES, (float(s) for s in ev.stats))), table

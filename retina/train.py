@@ -11,6 +11,8 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from retina.plots import plot_training
+
 log = logging.getLogger(__name__)
 
 
@@ -69,6 +71,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    for logger in loggers:
+        csv_file = Path(getattr(logger, "log_dir", "") or "", "metrics.csv")
+        if csv_file.is_file():
+            log.info("curves: %s", plot_training(csv_file, out / "training.png"))
     if module.last_coco_table:
         log.info("validation (pycocotools):\n%s", module.last_coco_table)
     log.info("metrics: %s -> %s", json.dumps(metrics), out / "metrics.json")

@@ -31,6 +31,7 @@ def test_resume_and_eval_reproduce_training(tiny_cfg, tmp_path):
     saved = load_checkpoint(str(ckpt))
     assert saved["global_step"] == first["global_step"] == 2
     assert saved["hyper_parameters"]["class_names"] == ["Tree"]
+    assert (tmp_path / "run" / "training.png").stat().st_size > 10_000  # loss + mAP curves
 
     # eval on the checkpoint gives the numbers written at the end of training
     metrics = evaluate(tiny_cfg(f"ckpt_path={ckpt}", "accelerator=cpu", name="eval"))
