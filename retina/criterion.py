@@ -6,7 +6,7 @@ from torch import Tensor
 
 from retina.boxes import DeltaCoder
 from retina.losses import box_regression_loss, focal_loss_from_labels, normalizer
-from retina.matcher import BACKGROUND, IGNORE, MaxIoUMatcher
+from retina.matcher import BACKGROUND, IGNORE, MaxIoUMatcher, at_least_one_row
 
 
 class RetinaNetCriterion:
@@ -35,6 +35,12 @@ class RetinaNetCriterion:
         smooth_l1_beta: float = 0.1,
         box_weight: float = 1.0,
     ) -> None:
+        if not (isinstance(gamma, (int, float)) and gamma >= 0):
+            raise ValueError(f"loss.gamma must be a number >= 0, got {gamma!r}")
+        if not (isinstance(alpha, (int, float)) and alpha <= 1):
+            raise ValueError(f"loss.alpha must be in [0, 1] (or negative: off), got {alpha!r}")
+        if box_loss not in ("smooth_l1", "l1", "giou"):
+            raise ValueError(f"loss.box_loss must be smooth_l1, l1 or giou, got {box_loss!r}")
         self.matcher = matcher or MaxIoUMatcher()
         self.coder = coder or DeltaCoder()
         self.alpha = alpha
@@ -65,9 +71,7 @@ class RetinaNetCriterion:
         Returns:
             ``loss_cls``, ``loss_box`` (normalised) and ``num_fg`` (this process's count).
         """
-        if gt_labels.shape[1] == 0:  # no box in the batch: one padding row keeps gathers valid
-            gt_boxes = gt_boxes.new_zeros(gt_boxes.shape[0], 1, 4)
-            gt_labels = gt_labels.new_full((gt_labels.shape[0], 1), -1)
+        gt_boxes, gt_labels = at_least_one_row(gt_boxes, gt_labels)
         matches = self.matcher.match_boxes(gt_boxes, gt_labels, anchors)  # (B, N)
         fg = matches >= 0
         safe = matches.clamp(min=0)

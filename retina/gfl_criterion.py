@@ -7,6 +7,7 @@ from torch import Tensor
 from torchvision.ops import generalized_box_iou_loss
 
 from retina.assigner import ATSSAssigner
+from retina.matcher import at_least_one_row
 from retina.boxes import DistanceCoder, paired_iou
 from retina.losses import distribution_focal_loss, normalizer, quality_focal_loss
 
@@ -77,9 +78,7 @@ class GFLCriterion:
                 f"box outputs have {box_reg.shape[-1]} channels but the coder's reg_max="
                 f"{self.coder.reg_max} needs 4 * {bins}"
             )
-        if gt_labels.shape[1] == 0:  # no box in the batch: one padding row keeps gathers valid
-            gt_boxes = gt_boxes.new_zeros(gt_boxes.shape[0], 1, 4)
-            gt_labels = gt_labels.new_full((gt_labels.shape[0], 1), -1)
+        gt_boxes, gt_labels = at_least_one_row(gt_boxes, gt_labels)
         b, n, k = cls_logits.shape
         matches = self.assigner(anchors, level_sizes, gt_boxes, gt_labels)  # (B, N)
         fg = matches >= 0

@@ -28,6 +28,14 @@ def batched_iou(gt_boxes: Tensor, anchors: Tensor) -> Tensor:
     return box_iou(gt_boxes.reshape(-1, 4), anchors).reshape(b, m, anchors.shape[0])
 
 
+def at_least_one_row(gt_boxes: Tensor, gt_labels: Tensor) -> tuple[Tensor, Tensor]:
+    """A batch without any box gets one padding row, so gathers by gt index stay valid."""
+    if gt_labels.shape[1] > 0:
+        return gt_boxes, gt_labels
+    b = gt_labels.shape[0]
+    return gt_boxes.new_zeros(b, 1, 4), gt_labels.new_full((b, 1), -1)
+
+
 class MaxIoUMatcher:
     """RetinaNet's matcher: IoU >= ``fg_iou`` foreground, < ``bg_iou`` background.
 

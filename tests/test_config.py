@@ -49,8 +49,14 @@ def test_focal_overrides_reach_the_criterion(tiny_cfg):
 
 
 def test_anchor_count_mismatch_is_a_clear_error(tiny_cfg):
-    cfg = tiny_cfg("model.anchors.ratios=[1.0]", "model.detector.backbone.weights=null")
+    cfg = tiny_cfg("model.anchors.ratios=[0.5,1.0]", "model.detector.backbone.weights=null")
     with open_dict(cfg):
         cfg.model.detector.head.num_classes = 1
-    with pytest.raises(Exception, match="num_anchors=9 but the anchor generator makes 3"):
+    with pytest.raises(Exception, match="num_anchors=3 but the anchor generator makes 6"):
         instantiate(cfg.model)
+
+
+def test_bad_value_names_the_key(tiny_cfg):
+    cfg = tiny_cfg("loss.gamma=-1")
+    with pytest.raises(Exception, match="loss.gamma must be a number >= 0"):
+        instantiate(cfg.loss)

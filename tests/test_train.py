@@ -16,7 +16,10 @@ from retina.coco_eval import coco_evaluate
 from retina.eval import evaluate, load_checkpoint
 from retina.train import train
 
-SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks.lr_monitor=null"]
+SHORT = [
+    "trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks.lr_monitor=null",
+    "trainer.check_val_every_n_epoch=1", "trainer.log_every_n_steps=1",
+]
 
 
 def test_fast_dev_run_writes_metrics(tiny_cfg, tmp_path):
@@ -39,7 +42,7 @@ def test_resume_and_eval_reproduce_training(tiny_cfg, tmp_path):
         assert metrics[key] == pytest.approx(first[key], abs=1e-9), key
 
     # resuming continues at the saved step and epoch, with the optimizer state
-    second = train(tiny_cfg(*SHORT[1:], "trainer.max_epochs=2", f"ckpt_path={ckpt}"))
+    second = train(tiny_cfg(*SHORT, "trainer.max_epochs=2", f"ckpt_path={ckpt}"))
     assert second["global_step"] == 4 and second["epoch"] == 2
 
 

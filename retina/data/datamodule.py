@@ -85,6 +85,8 @@ class DetectionDataModule(L.LightningDataModule):
         root: str | Path | None = None,
     ) -> None:
         super().__init__()
+        # plain tuples, so checkpoints stay loadable with torch.load(weights_only=True)
+        scale_jitter = tuple(scale_jitter) if scale_jitter is not None else None
         self.save_hyperparameters(ignore=["prepare"])
         given = {"train_ann": train_ann, "train_images": train_images, "val_ann": val_ann,
                  "val_images": val_images}
