@@ -1,0 +1,328 @@
+"""Export (safetensors + JSON, TorchScript, ONNX), retina.load and retina.predict on tiny
+models trained for two steps on real NEON tiles."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import TINY
+from PIL import Image
+from pycocotools.coco import COCO
+
+import retina
+from retina.coco_eval import coco_evaluate, to_coco_results
+from retina.config import ROOT, compose_run
+from retina.data.coco import load_coco, read_rgb
+from retina.export import export, from_checkpoint
+from retina.export.formats import MIN_OPSET, _resize_aa_symbolic
+from retina.export.graph import resize_uint8
+from retina.export.parity import format_table, match, parity
+from retina.export.speed import format_table as speed_table
+from retina.export.speed import speed
+from retina.predict import main as predict_main
+from retina.predict import parse, predict
+from retina.train import train
+
+NEON = ROOT / "data" / "neon_trees"
+VAL_ANN, VAL_IMAGES = NEON / "annotations" / "val.json", NEON / "val"
+SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks.lr_monitor=null",
+         "trainer.check_val_every_n_epoch=1"]
+# Two training steps leave scores near the prior (0.01): a low threshold keeps detections.
+# 160 px, not TINY's 128: P7 is then 2x2, and GroupNorm(32) over 32 channels accepts a
+# single image (at 1x1 it sees one value per group).
+LOW_THRESH = "model.postprocess.score_thresh=0.005"
+SIZE = "data.size=160"
+
+
+def _train(tmp: Path, *overrides: str) -> tuple[Path, dict]:
+    metrics = train(compose_run([*TINY, *SHORT, SIZE, LOW_THRESH, *overrides], tmp / "run"))
+    return tmp / "run" / "checkpoints" / "last.ckpt", metrics
+
+
+@pytest.fixture(scope="module")
+def retinanet(tmp_path_factory) -> tuple[Path, dict]:
+    """(last.ckpt, training metrics) of a tiny RetinaNet."""
+    return _train(tmp_path_factory.mktemp("retinanet"))
+
+
+@pytest.fixture(scope="module")
+def gfl(tmp_path_factory) -> tuple[Path, dict]:
+    return _train(tmp_path_factory.mktemp("gfl"), "experiment=neon_gfl")
+
+
+@pytest.fixture(scope="module")
+def exported(retinanet, tmp_path_factory) -> dict[str, Path]:
+    """The tiny RetinaNet in the three formats."""
+    out = tmp_path_factory.mktemp("exported")
+    predictor = from_checkpoint(retinanet[0])
+    return {fmt: export(predictor, fmt, out / f"model{suffix}")
+            for fmt, suffix in (("safetensors", ".safetensors"), ("torchscript", ".pt"),
+                                ("onnx", ".onnx"))}
+
+
+def val_images(num: int | None = None) -> tuple[list[int], list[torch.Tensor]]:
+    coco = load_coco(VAL_ANN)
+    ids = sorted(coco.imgs)[:num]
+    return ids, [read_rgb(VAL_IMAGES / coco.imgs[i]["file_name"]) for i in ids]
+
+
+# ------------------------------------------------------------------------------ parity
+def _check_parity(ckpt: Path, tmp_path: Path, max_images: int) -> None:
+    rows = parity(ckpt, VAL_ANN, VAL_IMAGES, tmp_path, batch_size=2, num_random=1,
+                  max_images=max_images)
+    print(format_table(rows))
+    by_name = {r["runtime"]: r for r in rows}
+    assert by_name["eager (checkpoint)"]["dets"] > 50  # something to compare
+    for name in ("safetensors", "torchscript", "onnx runtime"):
+        row = by_name[name]
+        assert row["ok"], (name, row)
+        assert row["unmatched"] == 0 and row["box_rel"] <= 1e-3
+    for name in ("safetensors", "torchscript"):  # same kernels, same pixels: bit-identical
+        assert by_name[name]["box_abs"] == 0 and by_name[name]["score_abs"] == 0
+    # resizing inside the graph (in float) changes a few pixels by one 8-bit level
+    assert by_name["onnx runtime, resize in graph"]["dets"] > 0
+
+
+def test_retinanet_formats_agree(retinanet, tmp_path):
+    _check_parity(retinanet[0], tmp_path, max_images=3)
+    assert {p.name for p in tmp_path.iterdir()} >= {"model.safetensors", "model.json",
+                                                     "model.pt", "model.onnx"}
+
+
+@pytest.mark.slow
+def test_gfl_formats_agree_with_spread(gfl, tmp_path):
+    _check_parity(gfl[0], tmp_path, max_images=4)
+    _, images = val_images(2)
+    eager = from_checkpoint(gfl[0])(images)
+    onnx_dets = retina.load(tmp_path / "model.onnx")(images)
+    for a, b in zip(eager, onnx_dets):
+        assert a["spread"].shape == a["boxes"].shape and (a["spread"] >= 0).all()
+        torch.testing.assert_close(b["spread"], a["spread"], rtol=1e-3, atol=1e-3)
+
+
+def test_safetensors_load_reproduces_eval_exactly(retinanet, exported):
+    ckpt, metrics = retinanet
+    loaded = retina.load(exported["safetensors"])
+    assert retina.load(exported["safetensors"].with_suffix(".safetensors")).meta == loaded.meta
+    sidecar = json.loads(exported["safetensors"].read_text())
+    assert sidecar["class_names"] == ["Tree"] and sidecar["cat_ids"] == [1]
+    assert sidecar["size"] == 160 and sidecar["model"]["detector"]["backbone"]["weights"] is None
+    assert sidecar["model"]["postprocess"]["score_thresh"] == 0.005
+    assert len(sidecar["pixel_mean"]) == 3 and sidecar["retina_version"]
+
+    ids, images = val_images()
+    eager = from_checkpoint(ckpt)(images)
+    dets = loaded(images)
+    for a, b in zip(eager, dets):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+    # the predictor is the eval path: same mAP as validation at the end of training
+    mAP = coco_evaluate(load_coco(VAL_ANN), to_coco_results(ids, dets, loaded.cat_ids), ids)[0]
+    assert mAP["mAP"] > 0
+    assert np.float32(mAP["mAP"]) == np.float32(metrics["val/mAP"])  # logged as float32
+
+
+def test_graph_contract_dynamic_batch_and_size(exported):
+    model = onnx.load(str(exported["onnx"]))
+    onnx.checker.check_model(model)
+    assert model.opset_import[0].version >= 17
+    (inp,) = model.graph.input
+    assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == [
+        "batch", 3, "height", "width"]
+    assert [o.name for o in model.graph.output] == ["boxes", "scores", "labels", "num_dets"]
+    session = ort.InferenceSession(str(exported["onnx"]))
+    script = torch.jit.load(str(exported["torchscript"]))
+    gen = torch.Generator().manual_seed(0)
+    for b, h, w in ((2, 160, 160), (1, 200, 97), (3, 64, 300)):
+        images = torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8, generator=gen)
+        boxes, scores, labels, num = session.run(None, {"images": images.numpy()})
+        assert boxes.shape == (b, 100, 4) and scores.shape == labels.shape == (b, 100)
+        assert num.shape == (b,) and labels.dtype == np.int64
+        for i, n in enumerate(num):
+            assert (labels[i, n:] == -1).all() and (scores[i, n:] == 0).all()
+            assert (np.diff(scores[i, :n]) <= 0).all()  # sorted by score
+            assert (boxes[i, :n, 0::2] <= w + 1e-3).all() and (boxes[i, :n, 1::2] <= h + 1e-3).all()
+        if (h, w) != (160, 160):
+            continue  # the graphs resize: torch and ONNX Runtime round a few pixels apart
+        with torch.no_grad():
+            ts = script(images)
+        np.testing.assert_array_equal(ts[3].numpy(), num)
+        for i, n in enumerate(num):  # near-equal scores may swap places: match, then compare
+            pair = match({"boxes": ts[0][i, :n], "scores": ts[1][i, :n], "labels": ts[2][i, :n]},
+                         {"boxes": torch.from_numpy(boxes[i, :n]),
+                          "scores": torch.from_numpy(scores[i, :n]),
+                          "labels": torch.from_numpy(labels[i, :n])})
+            assert pair["unmatched"] == 0 and pair["box_rel"] <= 1e-3, pair
+
+
+def test_no_candidates_gives_empty_padded_rows(retinanet, tmp_path):
+    predictor = from_checkpoint(retinanet[0]).set_postprocess(score_thresh=0.999)
+    images = torch.randint(0, 256, (2, 3, 100, 120), dtype=torch.uint8)
+    assert [len(d["boxes"]) for d in predictor(images)] == [0, 0]
+    path = export(predictor, "onnx", tmp_path / "m.onnx")  # the graph of TorchScript too
+    dets = retina.load(path)(images)
+    assert [d["boxes"].shape for d in dets] == [(0, 4), (0, 4)]
+    meta = json.loads(onnx.load(str(path)).metadata_props[0].value)
+    assert meta["model"]["postprocess"]["score_thresh"] == 0.999
+
+
+def test_export_command_config(retinanet, tiny_cfg, tmp_path):
+    from retina.export.__main__ import run_export
+
+    out = tmp_path / "cli" / "tiny.pt"
+    cfg = tiny_cfg(f"ckpt_path={retinanet[0]}", "format=torchscript", f"out={out}",
+                   "max_det=7", name="export")
+    assert run_export(cfg) == out
+    images = torch.randint(0, 256, (1, 3, 128, 128), dtype=torch.uint8)
+    predictor = retina.load(out)
+    assert predictor.meta.graph_input_size == [160, 160] and predictor.meta.size == 160
+    assert predictor.meta.model["postprocess"]["max_det"] == 7
+    assert len(predictor(images)[0]["boxes"]) <= 7
+    for name in ("parity", "speed"):
+        cfg = tiny_cfg("ckpt_path=x.ckpt", name=name)
+        assert Path(cfg.get("ann") or cfg.image).exists()
+
+
+def test_resize_in_onnx_matches_torch_within_one_level(tmp_path):
+    class Resize(torch.nn.Module):
+        def forward(self, x):
+            return resize_uint8(x, (96, 96))
+
+    torch.onnx.register_custom_op_symbolic("aten::_upsample_bilinear2d_aa", _resize_aa_symbolic,
+                                           MIN_OPSET)
+    x = torch.randint(0, 256, (1, 3, 50, 50), dtype=torch.uint8)
+    path = tmp_path / "resize.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation note
+        torch.onnx.export(Resize(), (x,), str(path), dynamo=False, opset_version=MIN_OPSET,
+                          input_names=["x"], dynamic_axes={"x": {2: "h", 3: "w"}})
+    session = ort.InferenceSession(str(path))
+    for hw in ((50, 50), (96, 96), (300, 170)):  # up, same, down
+        x = torch.randint(0, 256, (1, 3, *hw), dtype=torch.uint8)
+        levels = np.abs(session.run(None, {"x": x.numpy()})[0] - resize_uint8(x, (96, 96)).numpy())
+        assert levels.max() * 255 <= 1 + 1e-4 and (levels > 1e-6).mean() < 0.01
+
+
+# ------------------------------------------------------------------------- bad files
+def _bad_files(exported: dict[str, Path], tmp: Path) -> dict[str, Path]:
+    files = {}
+    for fmt, path in (("onnx", exported["onnx"]), ("torchscript", exported["torchscript"])):
+        data = path.read_bytes()
+        files[f"truncated {fmt}"] = tmp / f"cut{path.suffix}"
+        files[f"truncated {fmt}"].write_bytes(data[: len(data) // 3])
+    weights = exported["safetensors"].with_suffix(".safetensors").read_bytes()
+    sidecar = json.loads(exported["safetensors"].read_text())
+    for name, keep_hash in (("cut_hashed", True), ("cut_unhashed", False)):
+        (tmp / f"{name}.safetensors").write_bytes(weights[: len(weights) // 3])
+        side = {**sidecar, "weights": f"{name}.safetensors"}
+        if not keep_hash:
+            del side["weights_sha256"]
+        (tmp / f"{name}.json").write_text(json.dumps(side))
+        files[f"truncated safetensors, {name}"] = tmp / f"{name}.safetensors"
+    (tmp / "foreign.json").write_text(json.dumps({"name": "something else"}))
+    (tmp / "broken.json").write_text('{"format": "retina-detector", ')
+    files["foreign json"], files["broken json"] = tmp / "foreign.json", tmp / "broken.json"
+    (tmp / "noise.onnx").write_bytes(b"\x08\x07 not a protobuf" * 10)
+    files["noise onnx"] = tmp / "noise.onnx"
+    torch.jit.save(torch.jit.script(torch.nn.ReLU()), str(tmp / "relu.pt"))
+    files["foreign torchscript"] = tmp / "relu.pt"
+    torch.save({"state_dict": {}}, tmp / "other.ckpt")
+    files["foreign checkpoint"] = tmp / "other.ckpt"
+    return files
+
+
+def test_bad_files_give_errors_naming_them(exported, tmp_path, capsys):
+    for what, path in _bad_files(exported, tmp_path).items():
+        with pytest.raises(ValueError) as err:
+            retina.load(path)
+        assert path.name in str(err.value), (what, str(err.value))
+    with pytest.raises(ValueError, match="unknown model file type"):
+        retina.load(tmp_path / "model.h5")
+    with pytest.raises(FileNotFoundError, match="missing.onnx"):
+        retina.load(tmp_path / "missing.onnx")
+    # the command line reports the same message and exits with 2
+    assert predict_main([f"model={tmp_path / 'cut.onnx'}", f"images={VAL_IMAGES}",
+                         f"out={tmp_path / 'out'}", "progress=false"]) == 2
+    assert "cut.onnx is not a loadable ONNX model" in capsys.readouterr().err
+    assert predict_main(["model=x.onnx", "images=y", "out=z", "batchsize=2"]) == 2
+    assert "batchsize" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- predict
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    """Two NEON tiles, grayscale / RGBA / 16-bit PNGs made from the first, a text file and
+    a file that claims to be a PNG."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    _, (a, b) = val_images(2)
+    rgb = a.permute(1, 2, 0).numpy()  # (H, W, 3)
+    Image.fromarray(rgb).save(folder / "a.png")
+    Image.fromarray(b.permute(1, 2, 0).numpy()).save(folder / "b.jpg", quality=95)
+    Image.fromarray(rgb).convert("L").save(folder / "gray.png")
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)]), "RGBA").save(
+        folder / "rgba.png")
+    Image.fromarray(rgb[..., 1].astype(np.uint16) * 257).save(folder / "gray16.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "fake.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    return folder
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors"])
+def test_predict_writes_coco_results_and_skips_non_images(fmt, exported, image_dir, tmp_path,
+                                                          caplog):
+    out = tmp_path / "pred"
+    cfg = parse([f"model={exported[fmt]}", f"images={image_dir}", f"out={out}", "draw=true",
+                 "batch_size=3", "progress=false", "draw_thresh=0.0"])
+    with caplog.at_level(logging.WARNING, logger="retina.predict"):
+        summary = predict(cfg)
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "notes.txt" in warned and "fake.png" in warned
+    mapping = json.loads((out / "images.json").read_text())
+    assert sorted(mapping) == ["a.png", "b.jpg", "gray.png", "gray16.png", "rgba.png"]
+    assert summary == {"images": 5, "skipped": 2, "detections": summary["detections"]}
+    results = json.loads((out / "results.json").read_text())
+    assert len(results) == summary["detections"] > 0
+    assert {r["category_id"] for r in results} == {1}  # NEON's "Tree"
+    assert {r["image_id"] for r in results} <= set(mapping.values())
+    # the results load into pycocotools against a ground truth of the same images
+    gt = COCO()
+    gt.dataset = {"images": [{"id": i, "file_name": n, "height": 400, "width": 400}
+                             for n, i in mapping.items()],
+                  "categories": [{"id": 1, "name": "Tree"}], "annotations": []}
+    gt.createIndex()
+    gt.loadRes(results)
+    # RGBA drops alpha, so it detects exactly what the RGB file does
+    boxes = {n: np.array(sorted(r["bbox"] for r in results if r["image_id"] == i))
+             for n, i in mapping.items()}
+    np.testing.assert_allclose(boxes["rgba.png"], boxes["a.png"], rtol=1e-4, atol=1e-3)
+    drawn = sorted(p.name for p in (out / "drawn").iterdir())
+    assert drawn == ["a.png", "b.png", "gray.png", "gray16.png", "rgba.png"]
+    assert read_rgb(out / "drawn" / "gray16.png").shape == (3, 400, 400)
+
+
+def test_predict_takes_image_ids_from_coco_file(exported, tmp_path):
+    out = tmp_path / "pred"
+    predict(parse([f"model={exported['torchscript']}", f"images={VAL_IMAGES}/*.png",
+                   f"out={out}", f"ann={VAL_ANN}", "progress=false"]))
+    coco = load_coco(VAL_ANN)
+    mapping = json.loads((out / "images.json").read_text())
+    assert mapping == {im["file_name"]: i for i, im in coco.imgs.items()}
+    metrics, _ = coco_evaluate(coco, json.loads((out / "results.json").read_text()))
+    assert metrics["mAP"] >= 0
+
+
+def test_speed_reports_each_runtime(retinanet):
+    rows = speed(retinanet[0], tile=160, repeats=2, warmup=1, threads=1)
+    assert [r["runtime"] for r in rows] == ["eager pytorch", "torchscript", "onnx runtime"]
+    assert all(r["median_ms"] >= r["min_ms"] > 0 for r in rows) and rows[0]["ratio"] == 1
+    assert "onnx runtime" in speed_table(rows)
