@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from retina.boxes import DeltaCoder
@@ -96,7 +97,7 @@ class RetinaNetCriterion:
             target = self.coder.encode(matched, fg_anchors)
         loss_box = box_regression_loss(self.box_loss, pred, target, self.smooth_l1_beta)
         # A batch without foreground still touches every box parameter (DDP needs it).
-        loss_box = loss_box + 0.0 * box_reg.sum()
+        loss_box = loss_box + 0.0 * box_reg.sum(dtype=torch.float32)
         return {
             "loss_cls": loss_cls / norm,
             "loss_box": self.box_weight * loss_box / norm,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import typing
+from collections import defaultdict
+from pathlib import Path
 
 import hydra
 import lightning as L
@@ -14,10 +17,30 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 
-def load_checkpoint(path: str) -> dict:
-    """A Lightning checkpoint written by ``retina.train`` (loaded with ``weights_only=True``)."""
+def _omegaconf_globals() -> list:
+    """OmegaConf's plain data holders, which Lightning may pickle into hyper-parameters
+    (list options such as ``data.scale_jitter`` in checkpoints written before they were
+    stored as tuples); ``weights_only=True`` refuses them unless allow-listed."""
+    from omegaconf import DictConfig, ListConfig
+    from omegaconf.base import ContainerMetadata, Metadata
+    from omegaconf.nodes import AnyNode
+
+    return [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, typing.Any, defaultdict,
+            dict, list, int]
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A Lightning checkpoint written by ``retina.train``, loaded with ``weights_only=True``
+    (OmegaConf containers allow-listed, no other code).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a loadable PyTorch file, or not a retina training checkpoint;
+            the message names ``path``.
+    """
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_omegaconf_globals()):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint not found: {path}") from None
     except Exception as err:

@@ -7,9 +7,9 @@ from torch import Tensor
 from torchvision.ops import generalized_box_iou_loss
 
 from retina.assigner import ATSSAssigner
-from retina.matcher import at_least_one_row
 from retina.boxes import DistanceCoder, paired_iou
 from retina.losses import distribution_focal_loss, normalizer, quality_focal_loss
+from retina.matcher import at_least_one_row
 
 
 class GFLCriterion:

@@ -7,8 +7,8 @@ stay finite for logits up to +-100 in fp16 and bf16.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import generalized_box_iou_loss
 

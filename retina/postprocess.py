@@ -16,7 +16,6 @@ from torchvision.ops import nms
 from retina.model.head import flatten_levels
 
 
-
 class BoxCoder(Protocol):
     """Decodes box outputs; a coder that also has ``spread(box_reg, anchors) -> (B, k, 4)``
     (per-side standard deviation in pixels, e.g. ``DistanceCoder``) adds ``spread`` to

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from retina.config import ROOT
 
 
 @pytest.mark.slow

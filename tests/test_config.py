@@ -7,7 +7,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from conftest import CONF
+from retina.config import CONF_DIR as CONF
 
 
 def test_trainer_config_lists_every_trainer_argument():

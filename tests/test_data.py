@@ -19,9 +19,10 @@ from retina.data import (
     DetectionDataModule,
     collate,
     eval_transforms,
+    neon,
+    read_rgb,
     train_transforms,
 )
-from retina.data import neon, read_rgb
 from retina.data.neon import assign_boxes_to_tile, tile_origins
 
 # ---------------------------------------------------------------- synthetic COCO fixture

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +10,8 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from conftest import ROOT
 from retina.coco_eval import coco_evaluate
+from retina.config import ROOT
 from retina.eval import evaluate, load_checkpoint
 from retina.train import train
 

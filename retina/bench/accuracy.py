@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 
 from retina.bench.reference import TorchvisionTask, torchvision_mobilenet_retinanet
@@ -78,7 +77,6 @@ def run_one(name: str, minutes: float, seed: int, out_dir: Path) -> dict:
 
 
 def accuracy(minutes: float, models: list[str], seed: int) -> dict:
-    torch.set_num_threads(torch.get_num_threads())
     out_dir = Path(tempfile.mkdtemp(prefix="retina-bench-accuracy-"))
     report = {"minutes": minutes, "seed": seed, "results": {}}
     for name in models:

@@ -189,7 +189,6 @@ def peak_rss_train_mb(which: str, size: int, batch: int) -> float:
 
 
 def _peak_child(which: str, size: int, batch: int) -> None:
-    torch.set_num_threads(torch.get_num_threads())
     images, boxes, labels = random_batch(batch, size)
     if which == "torchvision":
         model = theirs(size).train()

@@ -12,7 +12,7 @@ from torchvision import tv_tensors
 
 from retina.data.collate import collate
 from retina.data.transforms import eval_transforms
-from retina.export.checkpoint import read_checkpoint
+from retina.eval import load_checkpoint
 from retina.export.meta import ExportMeta, meta_from_checkpoint
 from retina.lit import scale_to_original
 from retina.model.anchors import AnchorGenerator
@@ -152,7 +152,7 @@ def from_parts(meta: ExportMeta, state_dict: dict[str, Tensor], origin: str | Pa
 
 def from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
     """A Predictor from a ``retina.train`` checkpoint (read with ``weights_only=True``)."""
-    ckpt = read_checkpoint(path)
+    ckpt = load_checkpoint(path)
     prefix = "detector."
     state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     return from_parts(meta_from_checkpoint(ckpt, path), state, path, device)
