@@ -1,4 +1,4 @@
-"""From raw head outputs to detections: top-k, decode, clip, class-wise NMS.
+"""From raw head outputs to detections: threshold, top-k, decode, clip, class-wise NMS.
 
 Batched over images and levels: one NMS call for the whole batch, no Python loop
 over images or classes.
@@ -17,12 +17,12 @@ from retina.model.head import flatten_levels
 
 
 class BoxCoder(Protocol):
-    """Decodes box outputs; a coder that also has ``spread(box_reg, anchors) -> (B, k, 4)``
+    """Decodes box outputs; a coder that also has ``spread(box_reg, anchors) -> (..., 4)``
     (per-side standard deviation in pixels, e.g. ``DistanceCoder``) adds ``spread`` to
     every detection."""
 
     def decode(self, box_reg: Tensor, anchors: Tensor) -> Tensor:
-        """(B, k, C) box outputs and (B, k, 4) anchors -> (B, k, 4) boxes."""
+        """(..., C) box outputs and (..., 4) anchors -> (..., 4) boxes."""
         ...
 
 
@@ -41,17 +41,32 @@ def offset_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: flo
     return nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
+def clip_boxes(boxes: Tensor, sizes: Tensor) -> Tensor:
+    """(..., 4) x1y1x2y2 clipped to (..., 2) (H, W) image sizes (broadcast)."""
+    hw = sizes.to(boxes)
+    x = boxes[..., 0::2].clamp(min=0).minimum(hw[..., 1:2])  # (..., 2)
+    y = boxes[..., 1::2].clamp(min=0).minimum(hw[..., 0:1])
+    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
+
+
+def level_shapes(cls_map: Tensor, box_map: Tensor, anchors: Tensor) -> tuple[int, int]:
+    """(K, C): classes and box channels per anchor, from one level's maps and anchors."""
+    _, cls_ch, h, w = cls_map.shape
+    per_loc = anchors.shape[0] // (h * w)  # anchors per location
+    return cls_ch // per_loc, box_map.shape[1] // per_loc
+
+
 class Postprocess:
     """Detections from per-level outputs.
 
-    Per level and image: keep scores > ``score_thresh``, at most ``topk`` by score
-    (selected on logits, before the sigmoid), decode, clip to the image. Then
-    class-wise NMS at ``nms_thresh`` and the best ``max_det`` per image.
+    Per level and image: keep scores > ``score_thresh``, at most ``topk`` of them by
+    score (compared on logits, before the sigmoid), decode, clip to the image. Then
+    class-wise NMS at ``nms_thresh`` and the best ``max_det`` per image. Classes and
+    box channels per anchor are read from the maps.
 
     Args:
         coder: its ``decode`` maps selected box outputs and their anchors to boxes.
-        box_dim: channels per anchor in the box maps (4 for deltas).
-        score_thresh: minimum score.
+        score_thresh: minimum score (0 keeps every candidate).
         topk: candidates per level and image.
         nms_thresh: IoU threshold of class-wise NMS.
         max_det: detections per image.
@@ -60,18 +75,22 @@ class Postprocess:
     def __init__(
         self,
         coder: BoxCoder,
-        box_dim: int = 4,
         score_thresh: float = 0.05,
         topk: int = 1000,
         nms_thresh: float = 0.5,
         max_det: int = 100,
     ) -> None:
         self.coder = coder
-        self.box_dim = box_dim
         self.score_thresh = score_thresh
         self.topk = topk
         self.nms_thresh = nms_thresh
         self.max_det = max_det
+
+    @property
+    def logit_thresh(self) -> float:
+        """The score threshold as a logit (-inf for 0)."""
+        p = self.score_thresh
+        return -math.inf if p <= 0 else math.log(p / (1 - p))
 
     @staticmethod
     def num_classes(cls_maps: list[Tensor], anchors: list[Tensor]) -> int:
@@ -79,42 +98,74 @@ class Postprocess:
         _, channels, h, w = cls_maps[0].shape
         return channels // (anchors[0].shape[0] // (h * w))
 
+    def _decode(self, box: Tensor, anchors: Tensor, sizes: Tensor) -> dict[str, Tensor]:
+        """(..., C) box outputs, (..., 4) anchors, (..., 2) sizes -> boxes (and spread)."""
+        out = {"boxes": clip_boxes(self.coder.decode(box, anchors), sizes)}
+        if hasattr(self.coder, "spread"):
+            out["spread"] = self.coder.spread(box, anchors)
+        return out
+
     def candidates(
         self, cls_maps: list[Tensor], box_maps: list[Tensor], anchors: list[Tensor],
         image_sizes: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
-        """Top-k per level, decoded and clipped.
+        """The top-k per level and image, fixed size (for exported graphs).
 
         Returns:
             boxes (B, L, 4), scores (B, L), labels (B, L), keep (B, L) bool, with L the
             candidates over all levels; ``keep`` marks those above the threshold. Last,
             extra per-candidate fields (B, L, ...): ``spread`` if the coder has one.
         """
-        num_classes = self.num_classes(cls_maps, anchors)
-        thresh = math.log(self.score_thresh / (1 - self.score_thresh))  # logit of the threshold
-        with_spread = hasattr(self.coder, "spread")
-        out_boxes, out_logits, out_labels, out_spread = [], [], [], []
+        parts: list[dict[str, Tensor]] = []
         for c_map, b_map, anc in zip(cls_maps, box_maps, anchors):
-            logits = flatten_levels([c_map], num_classes).flatten(1)  # (B, HWA*K)
-            box = flatten_levels([b_map], self.box_dim)  # (B, HWA, C)
-            k = min(self.topk, logits.shape[1])
-            top, idx = logits.topk(k, dim=1)  # (B, k)
-            a_idx = idx // num_classes
-            sel = box.gather(1, a_idx[..., None].expand(-1, -1, self.box_dim))  # (B, k, C)
-            out_boxes.append(self.coder.decode(sel, anc[a_idx]))  # (B, k, 4)
-            if with_spread:
-                out_spread.append(self.coder.spread(sel, anc[a_idx]))  # (B, k, 4)
-            out_logits.append(top)
-            out_labels.append(idx % num_classes)
-        boxes = torch.cat(out_boxes, dim=1)  # (B, L, 4)
-        logits = torch.cat(out_logits, dim=1)  # (B, L)
-        h = image_sizes[:, 0, None].to(boxes)  # (B, 1)
-        w = image_sizes[:, 1, None].to(boxes)
-        x = boxes[..., 0::2].clamp(min=0).minimum(w[..., None])
-        y = boxes[..., 1::2].clamp(min=0).minimum(h[..., None])
-        boxes = torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
-        extra = {"spread": torch.cat(out_spread, dim=1)} if with_spread else {}  # (B, L, 4)
-        return boxes, logits.float().sigmoid(), torch.cat(out_labels, dim=1), logits > thresh, extra
+            k_cls, c_box = level_shapes(c_map, b_map, anc)
+            logits = flatten_levels([c_map], k_cls).flatten(1)  # (B, N*K)
+            box = flatten_levels([b_map], c_box)  # (B, N, C)
+            top, idx = logits.topk(min(self.topk, logits.shape[1]), dim=1)  # (B, k)
+            a_idx = idx // k_cls
+            sel = box.gather(1, a_idx[..., None].expand(-1, -1, c_box))  # (B, k, C)
+            part = self._decode(sel, anc[a_idx], image_sizes[:, None])
+            parts.append({**part, "logits": top, "labels": idx % k_cls})
+        cat = {name: torch.cat([p[name] for p in parts], dim=1) for name in parts[0]}
+        logits = cat.pop("logits")
+        boxes, labels = cat.pop("boxes"), cat.pop("labels")
+        return boxes, logits.float().sigmoid(), labels, logits > self.logit_thresh, cat
+
+    def survivors(
+        self, cls_maps: list[Tensor], box_maps: list[Tensor], anchors: list[Tensor],
+        image_sizes: Tensor,
+    ) -> dict[str, Tensor]:
+        """Candidates above the threshold, at most ``topk`` per level and image.
+
+        Thresholding first makes the typical case (few scores above the threshold)
+        cheap; a level where some image has more than ``topk`` survivors takes the
+        top-k of every image and thresholds those (the same set).
+
+        Returns:
+            flat fields over the P survivors of the batch: ``image`` (P,), ``boxes``
+            (P, 4), ``scores`` (P,), ``labels`` (P,), and ``spread`` (P, 4) if the
+            coder has one.
+        """
+        thresh = self.logit_thresh
+        parts: list[dict[str, Tensor]] = []
+        for c_map, b_map, anc in zip(cls_maps, box_maps, anchors):
+            k_cls, c_box = level_shapes(c_map, b_map, anc)
+            logits = flatten_levels([c_map], k_cls).flatten(1)  # (B, N*K)
+            above = logits > thresh
+            if int(above.sum(1).max()) > self.topk:
+                top, idx = logits.topk(self.topk, dim=1)  # (B, k)
+                keep = top > thresh
+                img = torch.arange(len(idx), device=idx.device)[:, None].expand_as(idx)[keep]
+                idx, top = idx[keep], top[keep]  # (P,)
+            else:
+                img, idx = above.nonzero(as_tuple=True)  # (P,)
+                top = logits[img, idx]
+            a_idx = idx // k_cls
+            sel = flatten_levels([b_map], c_box)[img, a_idx]  # (P, C)
+            part = self._decode(sel, anc[a_idx], image_sizes[img])
+            parts.append({**part, "image": img, "scores": top.float().sigmoid(),
+                          "labels": idx % k_cls})
+        return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
 
     def __call__(
         self, cls_maps: list[Tensor], box_maps: list[Tensor], anchors: list[Tensor],
@@ -133,32 +184,19 @@ class Postprocess:
             0..K-1, sorted by decreasing score, D <= max_det; and ``spread`` (D, 4), the
             per-side (left, top, right, bottom) std in pixels, if the coder has ``spread``.
         """
-        boxes, scores, labels, keep, extra = self.candidates(
-            cls_maps, box_maps, anchors, image_sizes
-        )
-        b = boxes.shape[0]
-        img = torch.arange(b, device=boxes.device)[:, None].expand_as(scores)[keep]  # (P,)
-        boxes, scores, labels = boxes[keep].float(), scores[keep], labels[keep]
-        num_classes = self.num_classes(cls_maps, anchors)
-        kept = offset_nms(boxes, scores, img * num_classes + labels, self.nms_thresh)
+        cand = self.survivors(cls_maps, box_maps, anchors, image_sizes)
+        img, labels = cand.pop("image"), cand["labels"]
+        groups = img * self.num_classes(cls_maps, anchors) + labels
+        kept = offset_nms(cand["boxes"].float(), cand["scores"], groups, self.nms_thresh)
         # kept is sorted by score; a stable sort by image keeps that order within images.
+        b = image_sizes.shape[0]
         img_k = img[kept]
         order = torch.sort(img_k, stable=True).indices
         kept, img_k = kept[order], img_k[order]
         counts = torch.bincount(img_k, minlength=b)  # (B,)
         starts = torch.cumsum(counts, 0) - counts
         rank = torch.arange(kept.numel(), device=kept.device) - starts[img_k]
-        sel = rank < self.max_det
-        kept, counts = kept[sel], counts.clamp(max=self.max_det)
-        dets = [
-            {"boxes": bx, "scores": sc, "labels": lb}
-            for bx, sc, lb in zip(
-                boxes[kept].split(counts.tolist()),
-                scores[kept].split(counts.tolist()),
-                labels[kept].split(counts.tolist()),
-            )
-        ]
-        for name, values in extra.items():  # gathered exactly like the boxes
-            for det, part in zip(dets, values[keep][kept].split(counts.tolist())):
-                det[name] = part
-        return dets
+        kept = kept[rank < self.max_det]
+        splits = counts.clamp(max=self.max_det).tolist()
+        per_field = {name: v[kept].split(splits) for name, v in cand.items()}
+        return [dict(zip(per_field, values)) for values in zip(*per_field.values())]

@@ -365,7 +365,7 @@ def test_postprocess_gathers_spread_like_the_boxes():
     box = [torch.randn(2, 68, h, w, generator=g) for h, w in shapes]
     coder = DistanceCoder()
     sizes = torch.tensor([[1000, 1000], [1000, 1000]])  # clipped only at 0: boxes stay distinct
-    dets = Postprocess(coder, box_dim=68, score_thresh=0.3, nms_thresh=0.6)(cls, box, level, sizes)
+    dets = Postprocess(coder, score_thresh=0.3, nms_thresh=0.6)(cls, box, level, sizes)
     # reference: every location decoded and clipped; each detection is one of them
     anchors = torch.cat(level)
     for i, det in enumerate(dets):
@@ -433,7 +433,7 @@ def test_gfl_experiments_compose_and_build(tiny_cfg, experiment):
     module = instantiate(cfg.model)
     assert isinstance(module.detector.head, GFLHead) and isinstance(module.criterion, GFLCriterion)
     assert module.anchors.num_anchors == 1
-    assert module.postprocess.box_dim == module.detector.head.box_dim == 68
+    assert module.detector.head.box_dim == 68
     assert module.criterion.coder == module.postprocess.coder == DistanceCoder(16, 8.0)
     if experiment == "gfl_r50_1x":
         assert cfg.optim.lr == 0.01 and cfg.data.min_size == 800 and cfg.trainer.max_epochs == 12

@@ -76,3 +76,32 @@ def test_saturated_scores_keep_max_det_per_image():
     out = Postprocess(DeltaCoder(), max_det=100)(cls, box, anchors, torch.tensor([[128, 128]] * 2))
     assert [len(o["scores"]) for o in out] == [100, 100]
     assert all((o["scores"][:-1] >= o["scores"][1:]).all() for o in out)
+
+
+def test_threshold_zero_keeps_the_top_k_of_every_level():
+    shapes = [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
+    anchors = AnchorGenerator()(shapes)
+    cls, box = random_outputs(2, 3, 9, shapes, 5)
+    cls = [c - 30 for c in cls]  # every score far below the usual threshold, none is 0
+    pp = Postprocess(DeltaCoder(), score_thresh=0.0, topk=4, nms_thresh=1.0, max_det=1000)
+    out = pp(cls, box, anchors, torch.tensor([[64, 64]] * 2))
+    assert [len(o["scores"]) for o in out] == [4 * len(shapes)] * 2
+
+
+def test_eager_survivors_match_the_fixed_size_candidates_of_exported_graphs():
+    """The threshold-first path and the top-k-first path (exported graphs) select the
+    same candidates, in the typical case and when a level is saturated."""
+    shapes = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+    anchors = AnchorGenerator()(shapes)
+    sizes = torch.tensor([[128, 128], [100, 120]])
+    for topk, shift in [(1000, 0.0), (20, 3.0)]:
+        cls, box = random_outputs(2, 4, 9, shapes, 7)
+        cls = [c + shift for c in cls]
+        pp = Postprocess(DeltaCoder(), topk=topk)
+        flat = pp.survivors(cls, box, anchors, sizes)
+        _, scores, _, keep, _ = pp.candidates(cls, box, anchors, sizes)  # (B, L)
+        assert keep.sum() == len(flat["scores"]) > 0
+        for i in range(2):
+            torch.testing.assert_close(
+                flat["scores"][flat["image"] == i].sort().values, scores[i][keep[i]].sort().values
+            )

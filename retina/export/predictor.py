@@ -91,7 +91,7 @@ class Predictor:
         """Override ``score_thresh`` / ``nms_thresh`` / ``topk`` / ``max_det`` in the
         postprocess and the metadata (None keeps the current value)."""
         for key, value in settings.items():
-            if not hasattr(self.postprocess, key) or key in ("coder", "box_dim"):
+            if not hasattr(self.postprocess, key) or key == "coder":
                 raise ValueError(f"not a postprocess setting: {key}")
             if value is not None:
                 setattr(self.postprocess, key, value)
