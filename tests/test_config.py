@@ -41,7 +41,10 @@ def test_experiments_compose_and_build(tiny_cfg, experiment):
 
 
 def test_focal_overrides_reach_the_criterion(tiny_cfg):
-    cfg = tiny_cfg("loss.gamma=1.5", "loss.alpha=0.5", "model.detector.backbone.weights=null")
+    cfg = tiny_cfg(
+        "experiment=neon_retinanet", "loss.gamma=1.5", "loss.alpha=0.5",
+        "model.detector.backbone.weights=null",
+    )
     with open_dict(cfg):
         cfg.model.detector.head.num_classes = 1
     crit = instantiate(cfg.model).criterion
@@ -49,7 +52,10 @@ def test_focal_overrides_reach_the_criterion(tiny_cfg):
 
 
 def test_anchor_count_mismatch_is_a_clear_error(tiny_cfg):
-    cfg = tiny_cfg("model.anchors.ratios=[0.5,1.0]", "model.detector.backbone.weights=null")
+    cfg = tiny_cfg(
+        "experiment=neon_retinanet", "model.anchors.ratios=[0.5,1.0]",
+        "model.detector.backbone.weights=null",
+    )
     with open_dict(cfg):
         cfg.model.detector.head.num_classes = 1
     with pytest.raises(Exception, match="num_anchors=3 but the anchor generator makes 6"):
@@ -57,6 +63,6 @@ def test_anchor_count_mismatch_is_a_clear_error(tiny_cfg):
 
 
 def test_bad_value_names_the_key(tiny_cfg):
-    cfg = tiny_cfg("loss.gamma=-1")
+    cfg = tiny_cfg("experiment=neon_retinanet", "loss.gamma=-1")
     with pytest.raises(Exception, match="loss.gamma must be a number >= 0"):
         instantiate(cfg.loss)

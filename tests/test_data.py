@@ -218,6 +218,14 @@ def test_flips_move_boxes():
     assert t["image_id"] == 3 and t["orig_size"] == (50, 200)
 
 
+def test_quarter_turn_moves_boxes_and_swaps_sides():
+    image, target = _box_sample([[20, 10, 60, 30]])  # W = 200, H = 50
+    turned, t = train_transforms(hflip=0.0, rot90=1.0)(image, target)
+    assert turned.shape == (3, 200, 50)  # counter-clockwise: (x, y) -> (y, W - x)
+    assert _boxes(t) == [[10.0, 140.0, 30.0, 180.0]]
+    torch.testing.assert_close(turned, torch.rot90(image, 1, dims=(1, 2)).float() / 255)
+
+
 def test_scale_jitter_range():
     tf = train_transforms(size=100, scale_jitter=(0.5, 1.5))
     for _ in range(5):

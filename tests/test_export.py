@@ -50,7 +50,7 @@ def _train(tmp: Path, *overrides: str) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def retinanet(tmp_path_factory) -> tuple[Path, dict]:
     """(last.ckpt, training metrics) of a tiny RetinaNet."""
-    return _train(tmp_path_factory.mktemp("retinanet"))
+    return _train(tmp_path_factory.mktemp("retinanet"), "experiment=neon_retinanet")
 
 
 @pytest.fixture(scope="module")

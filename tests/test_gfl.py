@@ -459,7 +459,7 @@ def test_model_gfl_alone_selects_the_gfl_loss(tiny_cfg):
     assert cfg.loss.coder.anchor_scale == cfg.model.anchors.anchor_scale  # one anchor size
     focal = "retina.criterion.RetinaNetCriterion"
     assert tiny_cfg("model=gfl", "loss=focal").loss._target_ == focal  # the command line wins
-    assert tiny_cfg().loss._target_ == focal
+    assert tiny_cfg("experiment=neon_retinanet").loss._target_ == focal
 
 
 def test_fast_dev_run_gfl(tiny_cfg):

@@ -21,8 +21,9 @@ SHORT = [
 ]
 
 
-def test_fast_dev_run_writes_metrics(tiny_cfg, tmp_path):
-    metrics = train(tiny_cfg("debug=fdr"))
+@pytest.mark.parametrize("experiment", [None, "neon_retinanet"])  # None: the default (GFL)
+def test_fast_dev_run_writes_metrics(tiny_cfg, tmp_path, experiment):
+    metrics = train(tiny_cfg("debug=fdr", *([f"experiment={experiment}"] if experiment else [])))
     assert {"val/mAP", "val/mAP_50", "val/mAP_75", "val/AR_100", "val/mAP_small"} <= set(metrics)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
 

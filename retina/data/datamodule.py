@@ -52,6 +52,7 @@ class DetectionDataModule(L.LightningDataModule):
         hflip: Horizontal flip probability (training).
         vflip: Vertical flip probability (training).
         photometric: Colour jitter (training).
+        rot90: Probability of a quarter turn (training; aerial and microscopy images).
         size_divisible: Padded batch sides are multiples of this.
         prepare: Called by `prepare_data` (once per node) to download/prepare the data,
             e.g. ``functools.partial(prepare_neon, root=...)``.
@@ -76,6 +77,7 @@ class DetectionDataModule(L.LightningDataModule):
         hflip: float = 0.5,
         vflip: float = 0.0,
         photometric: bool = False,
+        rot90: float = 0.0,
         size_divisible: int = 128,
         prepare: Callable[[], object] | None = None,
         pin_memory: bool | None = None,
@@ -106,7 +108,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.collate_fn = functools.partial(collate, size_divisible=size_divisible)
         self.train_tf = train_transforms(
-            size, min_size, max_size, hflip, vflip, photometric, scale_jitter
+            size, min_size, max_size, hflip, vflip, photometric, scale_jitter, rot90
         )
         self.eval_tf = eval_transforms(size, min_size, max_size)
         self.train_dataset: CocoDetection | None = None

@@ -63,8 +63,10 @@ def train_transforms(
     vflip: float = 0.0,
     photometric: bool = False,
     scale_jitter: tuple[float, float] | None = None,
+    rot90: float = 0.0,
 ) -> v2.Compose:
-    """Training pipeline: resize, optional scale jitter, flips, optional colour jitter.
+    """Training pipeline: resize, optional scale jitter, flips and quarter turns, optional
+    colour jitter.
 
     Args:
         size: Fixed square side in pixels.
@@ -75,6 +77,8 @@ def train_transforms(
         photometric: Add ``ColorJitter(0.2, 0.2, 0.2, 0.02)``.
         scale_jitter: ``(low, high)`` factor range of a random resize relative to ``size``
             or ``min_size`` (one of them is required).
+        rot90: Probability of a quarter turn (counter-clockwise; with both flips at 0.5,
+            all eight orientations of the image are equally likely).
 
     Returns:
         The composed transform.
@@ -86,6 +90,8 @@ def train_transforms(
         ops.append(v2.RandomHorizontalFlip(hflip))
     if vflip > 0:
         ops.append(v2.RandomVerticalFlip(vflip))
+    if rot90 > 0:  # expand: the turned image is W x H, nothing cut
+        ops.append(v2.RandomApply([v2.RandomRotation((90, 90), expand=True)], p=rot90))
     if photometric:
         ops.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02))
     return v2.Compose(ops + _finish())
