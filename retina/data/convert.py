@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 FORMATS = ("voc", "yolo")
 # Bump when the converted output changes for the same input: cached files are rebuilt.
 CONVERTER_VERSION = 1
+# (cache file, fingerprint) pairs whose report this process has logged: Lightning and
+# `retina.train.build` both call prepare_data, and the report is wanted once per run.
+_reported: set[tuple[Path, str]] = set()
 
 
 def _options(
@@ -129,7 +132,8 @@ def cached_coco(
     fmt: str, root: str | Path, split: str | None, cache_dir: str | Path, **options
 ) -> Path:
     """Convert one split to COCO JSON under ``cache_dir``, or reuse the cached file if its
-    inputs are unchanged (see `fingerprint`). Logs the report line either way.
+    inputs are unchanged (see `fingerprint`). Logs the report line either way, once per
+    process.
 
     Returns:
         Path of the COCO JSON (``file_name`` relative to ``root``).
@@ -142,12 +146,15 @@ def cached_coco(
         except (json.JSONDecodeError, KeyError, TypeError):
             cached = {}
         if cached.get("fingerprint") == key:
-            Report(**cached["report"]).log(log)
+            if (out, key) not in _reported:
+                Report(**cached["report"]).log(log)
+                _reported.add((out, key))
             return out
     coco, report = convert(fmt, root, split, **options)
     coco["info"]["retina"]["fingerprint"] = key
     write_json(out, coco)
     report.log(log)
+    _reported.add((out, key))
     return out
 
 
