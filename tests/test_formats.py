@@ -509,6 +509,10 @@ def test_coco_missing_image_and_bad_annotations_skipped_or_errors(sahi_coco: Pat
         del data["images"][1]["width"]
         data["annotations"][0]["bbox"] = [1, 2, "3", 4]
 
+    float_width = _coco_edit(sahi_coco, lambda data: data["images"][0].update(width=1024.0))
+    ds = CocoDetection(float_width, sahi_coco, skip_bad=True)  # a whole float is a size
+    assert ds.image_ids == [1, 2] and ds[0][1]["orig_size"] == (682, 1024)
+
     bad = _coco_edit(sahi_coco, no_width)
     with pytest.raises(AnnotationError, match=r"image id 2 needs file_name and positive"):
         CocoDetection(bad, sahi_coco)

@@ -89,6 +89,12 @@ def _is_bbox(bbox: object) -> bool:
     )
 
 
+def _is_size(value: object) -> bool:
+    """A COCO image ``width``/``height``: a positive whole number (``640.0`` included)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and value > 0 and float(value).is_integer()
+
+
 class CocoDetection(Dataset):
     """Detection dataset over a COCO JSON file and an image folder.
 
@@ -155,8 +161,9 @@ class CocoDetection(Dataset):
                 bad.add(image_id)
 
         for image_id, im in coco.imgs.items():
-            size_ok = all(isinstance(im.get(k), int) and im[k] > 0 for k in ("width", "height"))
-            if not isinstance(im.get("file_name"), str) or not size_ok:
+            if not isinstance(im.get("file_name"), str) or not all(
+                _is_size(im.get(k)) for k in ("width", "height")
+            ):
                 flag(image_id, f"image id {image_id} needs file_name and positive integer "
                                f"width and height, has {im!r}")
         for ann in coco.dataset["annotations"]:
