@@ -1,4 +1,5 @@
-"""Data pipeline: COCO-format datasets, transforms, collate, LightningDataModule, NEON prep."""
+"""Data pipeline: COCO-format datasets (VOC and YOLO via `retina.data.convert`), transforms,
+collate, LightningDataModule, NEON prep."""
 
 from retina.data.coco import CocoDetection, load_coco, read_rgb
 from retina.data.collate import collate

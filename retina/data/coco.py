@@ -17,6 +17,8 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from retina.data.validate import AnnotationError, Report, clean_boxes
+
 log = logging.getLogger(__name__)
 
 Target = dict[str, Any]
@@ -78,13 +80,33 @@ def read_rgb(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()  # (3, H, W)
 
 
+def _is_bbox(bbox: object) -> bool:
+    """A COCO ``bbox``: four numbers (their values are checked by `clean_boxes`)."""
+    return (
+        isinstance(bbox, list | tuple)
+        and len(bbox) == 4
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)
+    )
+
+
+def _is_size(value: object) -> bool:
+    """A COCO image ``width``/``height``: a positive whole number (``640.0`` included)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and value > 0 and float(value).is_integer()
+
+
 class CocoDetection(Dataset):
     """Detection dataset over a COCO JSON file and an image folder.
 
     Category ids are mapped to contiguous labels ``0..K-1`` in sorted category-id order.
     Targets exclude ``iscrowd=1`` annotations; boxes with ``w <= 0`` or ``h <= 0`` (also
-    after clipping) are dropped and boxes crossing the image border are clipped to it.
-    All of this is computed once at construction; images without boxes are kept.
+    after clipping) are dropped and boxes crossing the image border are clipped to it,
+    counted in one log line. An image entry without ``file_name`` or a positive
+    ``width``/``height``, an annotation with an unknown category or image id or a
+    malformed ``bbox``, and a missing image file are errors; with ``skip_bad`` they are
+    skipped and counted instead (a bad annotation removes its whole image, so that no
+    image is trained on with a box missing). All of this is computed once at
+    construction; images without boxes are kept.
 
     Attributes:
         ann_file: The COCO annotation file (for evaluation against the same file).
@@ -94,6 +116,7 @@ class CocoDetection(Dataset):
         class_names: Category name of each label.
         num_classes: Number of categories K.
         image_ids: COCO image id of each dataset index, sorted.
+        report: What set-up dropped, clipped or skipped (`retina.data.validate.Report`).
 
     Example:
         >>> ds = CocoDetection("annotations/val.json", "val")  # doctest: +SKIP
@@ -105,65 +128,89 @@ class CocoDetection(Dataset):
         ann_file: str | Path,
         image_dir: str | Path,
         transforms: Callable[[tv_tensors.Image, Target], tuple[Any, Target]] | None = None,
+        skip_bad: bool = False,
     ) -> None:
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
         self.transforms = transforms
+        self.report = Report(str(self.ann_file), skip_bad)
 
         coco = load_coco(self.ann_file)
         self.cat_ids: list[int] = sorted(coco.cats)
         self.class_names: list[str] = [coco.cats[c]["name"] for c in self.cat_ids]
         self.num_classes = len(self.cat_ids)
-        self.image_ids: list[int] = sorted(coco.imgs)
+        bad = self._bad_images(coco)
+        self.image_ids: list[int] = sorted(i for i in coco.imgs if i not in bad)
         images = [coco.imgs[i] for i in self.image_ids]
         self.file_names: list[str] = [im["file_name"] for im in images]
         sizes = [[im["height"], im["width"]] for im in images]
         self.sizes = np.array(sizes, np.int64).reshape(-1, 2)  # (N, 2) (H, W) from the file
         self._index_boxes(coco)
-        self._check_files()
+        self.report.images, self.report.boxes = len(self.image_ids), len(self._labels)
+        self.report.log(log)
+
+    def _bad_images(self, coco: COCO) -> set[int]:
+        """Ids of images to leave out (with ``skip_bad``); raises on the first bad entry
+        otherwise. Bad: no ``file_name`` or positive int ``width``/``height``, an annotation
+        with an unknown category or a malformed ``bbox``, a missing image file."""
+        bad = set()
+
+        def flag(image_id: int | None, message: str) -> None:
+            self.report.bad(AnnotationError(self.ann_file, message))
+            if image_id is not None:
+                bad.add(image_id)
+
+        for image_id, im in coco.imgs.items():
+            if not isinstance(im.get("file_name"), str) or not all(
+                _is_size(im.get(k)) for k in ("width", "height")
+            ):
+                flag(image_id, f"image id {image_id} needs file_name and positive integer "
+                               f"width and height, has {im!r}")
+        for ann in coco.dataset["annotations"]:
+            ann_id, image_id = ann.get("id"), ann.get("image_id")
+            if image_id not in coco.imgs:
+                flag(None, f"annotation id {ann_id} refers to image_id {image_id}, which is "
+                           "not in images")
+            elif ann.get("category_id") not in coco.cats:
+                flag(image_id, f"annotation id {ann_id} has category_id "
+                               f"{ann.get('category_id')}, which is not in categories "
+                               f"{self.cat_ids}")
+            elif not _is_bbox(ann.get("bbox")):
+                flag(image_id, f"annotation id {ann_id} has bbox {ann.get('bbox')!r}")
+        missing = [
+            i for i, im in coco.imgs.items()
+            if i not in bad and not (self.image_dir / im["file_name"]).is_file()
+        ]  # fmt: skip
+        if missing and not self.report.skip_bad:
+            first = ", ".join(str(self.image_dir / coco.imgs[i]["file_name"]) for i in missing[:5])
+            raise FileNotFoundError(
+                f"{len(missing)} of {len(coco.imgs)} images listed in {self.ann_file} "
+                f"are missing, first: {first}"
+            )
+        for i in missing:
+            flag(i, f"image not found: {self.image_dir / coco.imgs[i]['file_name']}")
+        return bad
 
     def _index_boxes(self, coco: COCO) -> None:
-        """Validate annotations and store all boxes as one array with per-image offsets."""
+        """Clip boxes and drop degenerate ones; store them as one array with per-image offsets."""
         index_of_image = {image_id: i for i, image_id in enumerate(self.image_ids)}
         label_of_cat = {c: label for label, c in enumerate(self.cat_ids)}
         rows, labels, bboxes = [], [], []
         for ann in coco.dataset["annotations"]:
-            ann_id = ann.get("id")
-            if ann.get("category_id") not in label_of_cat:
-                raise ValueError(
-                    f"{self.ann_file}: annotation id {ann_id} has category_id "
-                    f"{ann.get('category_id')}, which is not in categories {self.cat_ids}"
-                )
-            if ann.get("image_id") not in index_of_image:
-                raise ValueError(
-                    f"{self.ann_file}: annotation id {ann_id} refers to image_id "
-                    f"{ann.get('image_id')}, which is not in images"
-                )
-            bbox = ann.get("bbox")
-            if not isinstance(bbox, list | tuple) or len(bbox) != 4:
-                raise ValueError(f"{self.ann_file}: annotation id {ann_id} has bbox {bbox!r}")
-            if ann.get("iscrowd", 0):
-                continue
+            if ann.get("iscrowd", 0) or ann.get("image_id") not in index_of_image:
+                continue  # crowd, or an image left out by _bad_images
             rows.append(index_of_image[ann["image_id"]])
             labels.append(label_of_cat[ann["category_id"]])
-            bboxes.append(bbox)
+            bboxes.append(ann["bbox"])
 
         row = np.asarray(rows, np.int64)  # (A,)
         xywh = np.asarray(bboxes, np.float64).reshape(-1, 4)  # (A, 4)
         xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)  # (A, 4)
-        hw = self.sizes[row].astype(np.float64)  # (A, 2) image (H, W) of each box
-        upper = np.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], axis=1)  # (A, 4)
-        clipped = np.clip(xyxy, 0.0, upper)  # (A, 4)
-        finite = np.isfinite(xywh).all(axis=1)
-        valid = (
-            finite
-            & (xywh[:, 2] > 0)
-            & (xywh[:, 3] > 0)
-            & (clipped[:, 2] > clipped[:, 0])
-            & (clipped[:, 3] > clipped[:, 1])
-        )  # (A,)
-        was_clipped = valid & (clipped != xyxy).any(axis=1)  # (A,)
-        self._log_fixes(row, ~valid, was_clipped)
+        clipped, valid, was_clipped = clean_boxes(xyxy, self.sizes[row])  # (A, 4), (A,), (A,)
+        by_image = np.argsort(row, kind="stable")  # name files in dataset order
+        self.report.count_boxes(
+            [self.file_names[i] for i in row[by_image]], ~valid[by_image], was_clipped[by_image]
+        )
 
         order = np.argsort(row[valid], kind="stable")  # group boxes by image, keep file order
         row = row[valid][order]
@@ -171,29 +218,6 @@ class CocoDetection(Dataset):
         self._labels = np.asarray(labels, np.int64)[valid][order]  # (A',)
         counts = np.bincount(row, minlength=len(self.image_ids))  # (N,)
         self._offsets = np.concatenate([[0], np.cumsum(counts)])  # (N + 1,)
-
-    def _log_fixes(self, row: np.ndarray, dropped: np.ndarray, clipped: np.ndarray) -> None:
-        """Log one line summarising dropped and clipped boxes, if any."""
-        if not dropped.any() and not clipped.any():
-            return
-        affected = np.unique(row[dropped | clipped])[:5]
-        log.warning(
-            "%s: dropped %d degenerate boxes, clipped %d (first: %s)",
-            self.ann_file,
-            int(dropped.sum()),
-            int(clipped.sum()),
-            ", ".join(self.file_names[i] for i in affected),
-        )
-
-    def _check_files(self) -> None:
-        """Raise one error listing the first missing image files, if any."""
-        missing = [n for n in self.file_names if not (self.image_dir / n).is_file()]
-        if missing:
-            first = ", ".join(str(self.image_dir / n) for n in missing[:5])
-            raise FileNotFoundError(
-                f"{len(missing)} of {len(self.file_names)} images listed in {self.ann_file} "
-                f"are missing, first: {first}"
-            )
 
     def __len__(self) -> int:
         return len(self.image_ids)

@@ -61,6 +61,8 @@ class DetectionDataModule(L.LightningDataModule):
         val_batch_size: Validation batch size, defaults to ``batch_size``.
         scale_jitter: Optional ``(low, high)`` multi-scale factor range (training).
         root: COCO 2017 layout folder; fills in whichever of the four paths is not given.
+        skip_bad: Skip and count bad images and annotations instead of raising (see
+            `CocoDetection`).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class DetectionDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
         scale_jitter: tuple[float, float] | None = None,
         root: str | Path | None = None,
+        skip_bad: bool = False,
     ) -> None:
         super().__init__()
         # plain tuples, so checkpoints stay loadable with torch.load(weights_only=True)
@@ -104,6 +107,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
         self.prepare = prepare
+        self.skip_bad = skip_bad
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.collate_fn = functools.partial(collate, size_divisible=size_divisible)
@@ -126,9 +130,13 @@ class DetectionDataModule(L.LightningDataModule):
             ValueError: If train and val have different categories.
         """
         if stage in (None, "fit") and self.train_dataset is None:
-            self.train_dataset = CocoDetection(self.train_ann, self.train_images, self.train_tf)
+            self.train_dataset = CocoDetection(
+                self.train_ann, self.train_images, self.train_tf, self.skip_bad
+            )
         if self.val_dataset is None:
-            self.val_dataset = CocoDetection(self.val_ann, self.val_images, self.eval_tf)
+            self.val_dataset = CocoDetection(
+                self.val_ann, self.val_images, self.eval_tf, self.skip_bad
+            )
         train, val = self.train_dataset, self.val_dataset
         same = train is None or (
             train.cat_ids == val.cat_ids and train.class_names == val.class_names
