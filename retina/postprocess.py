@@ -56,6 +56,27 @@ def level_shapes(cls_map: Tensor, box_map: Tensor, anchors: Tensor) -> tuple[int
     return cls_ch // per_loc, box_map.shape[1] // per_loc
 
 
+def top_per_image(img: Tensor, idx: Tensor, scores: Tensor, batch: int, k: int):
+    """The ``k`` best of each image's survivors, by a top-k over a padded (B, most) table.
+
+    Args:
+        img: (P,) image of each survivor, grouped (non-decreasing).
+        idx: (P,) index of each survivor in its image's row.
+        scores: (P,) their scores.
+
+    Returns:
+        ``img``, ``idx``, ``scores`` of the kept survivors.
+    """
+    counts = torch.bincount(img, minlength=batch)  # (B,)
+    starts = counts.cumsum(0) - counts
+    col = torch.arange(len(img), device=img.device) - starts[img]  # (P,) place in its row
+    table = scores.new_full((batch, int(counts.max())), -math.inf)
+    table[img, col] = scores
+    top, j = table.topk(min(k, table.shape[1]), dim=1)  # (B, k)
+    pos = (starts[:, None] + j)[top > -math.inf]  # survivors' positions; padding is -inf
+    return img[pos], idx[pos], scores[pos]
+
+
 class Postprocess:
     """Detections from per-level outputs.
 
@@ -152,14 +173,18 @@ class Postprocess:
             k_cls, c_box = level_shapes(c_map, b_map, anc)
             logits = flatten_levels([c_map], k_cls).flatten(1)  # (B, N*K)
             above = logits > thresh
-            if int(above.sum(1).max()) > self.topk:
+            most = int(above.sum(1).max())
+            if most > self.topk and 2 * most > logits.shape[1]:
+                # nearly everything survives: the top-k of every logit is cheapest
                 top, idx = logits.topk(self.topk, dim=1)  # (B, k)
                 keep = top > thresh
                 img = torch.arange(len(idx), device=idx.device)[:, None].expand_as(idx)[keep]
                 idx, top = idx[keep], top[keep]  # (P,)
             else:
-                img, idx = above.nonzero(as_tuple=True)  # (P,)
+                img, idx = above.nonzero(as_tuple=True)  # (P,) grouped by image
                 top = logits[img, idx]
+                if most > self.topk:
+                    img, idx, top = top_per_image(img, idx, top, len(logits), self.topk)
             a_idx = idx // k_cls
             sel = flatten_levels([b_map], c_box)[img, a_idx]  # (P, C)
             part = self._decode(sel, anc[a_idx], image_sizes[img])

@@ -45,8 +45,12 @@ def test_agrees_with_per_image_per_class_reference():
     shapes = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
     anchors = gen(shapes)
     sizes = torch.tensor([[128, 128], [100, 120], [128, 90]])
-    for seed, (topk, max_det) in enumerate([(1000, 100), (50, 30), (7, 300)]):
+    # shift -2: about 30 % of the scores survive the threshold, more than top-k on every
+    # level but fewer than half (top-k over the survivors, not over every logit)
+    cases = [(1000, 100, 0.0), (50, 30, 0.0), (7, 300, 0.0), (7, 300, -2.0), (40, 100, -2.0)]
+    for seed, (topk, max_det, shift) in enumerate(cases):
         cls, box = random_outputs(3, 4, 9, shapes, seed)
+        cls = [c + shift for c in cls]
         pp = Postprocess(DeltaCoder(), topk=topk, max_det=max_det)
         got = pp(cls, box, anchors, sizes)
         ref = reference(cls, box, anchors, sizes, pp, 4)
@@ -94,7 +98,7 @@ def test_eager_survivors_match_the_fixed_size_candidates_of_exported_graphs():
     shapes = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
     anchors = AnchorGenerator()(shapes)
     sizes = torch.tensor([[128, 128], [100, 120]])
-    for topk, shift in [(1000, 0.0), (20, 3.0)]:
+    for topk, shift in [(1000, 0.0), (20, 3.0), (20, -2.0)]:
         cls, box = random_outputs(2, 4, 9, shapes, 7)
         cls = [c + shift for c in cls]
         pp = Postprocess(DeltaCoder(), topk=topk)
