@@ -37,6 +37,14 @@ def direction(setting) -> str:
     return "minimize" if str(setting).rsplit(".", 1)[-1].lower() == "minimize" else "maximize"
 
 
+def describe(error: BaseException) -> str:
+    """``"ValueError: loss.gamma must be ..."``: the root cause (Hydra wraps errors raised while
+    building objects in an InstantiationException), on one line."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
 def job_record(
     cfg: DictConfig, task: Callable[[DictConfig], dict[str, float]]
 ) -> tuple[dict, BaseException | None]:
@@ -66,7 +74,7 @@ def job_record(
     except Exception as e:  # noqa: BLE001 - any failure of a trial is recorded, not fatal
         error = e
         record["status"] = FAILED
-        record["error"] = f"{type(e).__name__}: {e}".strip()
+        record["error"] = describe(e)
         log.error("job %s failed:\n%s", record["job"], traceback.format_exc())
     record["wall_s"] = round(time.perf_counter() - start, 3)
     if error is None and metric:

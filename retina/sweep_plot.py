@@ -44,6 +44,19 @@ def is_full_grid(params: dict[str, list[str]]) -> bool:
     return len(set(zip(xs, ys))) == len(set(xs)) * len(set(ys))
 
 
+def figure_kind(params: dict[str, list[str]]) -> str:
+    """``heatmap`` (two parameters on a full grid), ``line`` (one numeric parameter),
+    ``scatter`` (two numeric parameters, not a grid: Optuna) or ``bars`` (anything else)."""
+    numeric = all(as_number(v) is not None for vs in params.values() for v in vs)
+    if is_full_grid(params):
+        return "heatmap"
+    if len(params) == 1 and numeric:
+        return "line"
+    if len(params) == 2 and numeric:
+        return "scatter"
+    return "bars"
+
+
 def short(text: str) -> str:
     """A parameter value for a label: numbers with 4 significant digits."""
     number = as_number(text)
@@ -63,34 +76,41 @@ def plot_sweep(
         out: the PNG path.
     """
     values = [v if v is not None and math.isfinite(v) else None for v in values]
-    numeric = {k: all(as_number(v) is not None for v in vs) for k, vs in params.items()}
-    if is_full_grid(params):
-        fig = _heatmap(params, values, metric)
-    elif len(params) == 1 and all(numeric.values()):
-        fig = _line(params, values, metric)
-    elif len(params) == 2 and all(numeric.values()):
-        fig = _scatter(params, values, metric)
-    else:
-        fig = _bars(params, values, metric)
+    draw = {"heatmap": _heatmap, "line": _line, "scatter": _scatter, "bars": _bars}
+    fig = draw[figure_kind(params)](params, values, metric)
     out = Path(out)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out
 
 
-def _heatmap(params: dict[str, list[str]], values: list[float | None], metric: str):
-    (x_key, xs), (y_key, ys) = params.items()
+def grid_values(
+    params: dict[str, list[str]], values: list[float | None]
+) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """The metric on the grid of two parameters.
+
+    Returns:
+        x values, y values (as in :func:`axis_values`), the grid ``(Y, X)`` with NaN where no
+        job has a value (failed or not run; repeated cells keep the highest value) and a bool
+        ``(Y, X)`` that is True where some job ran.
+    """
+    (_, xs), (_, ys) = params.items()
     x_axis, y_axis = axis_values(xs), axis_values(ys)
-    grid = np.full((len(y_axis), len(x_axis)), np.nan)  # (Y, X); NaN: failed or not run
-    tried = np.zeros_like(grid, dtype=bool)
+    grid = np.full((len(y_axis), len(x_axis)), np.nan)  # (Y, X)
+    tried = np.zeros_like(grid, dtype=bool)  # (Y, X)
     for x, y, v in zip(xs, ys, values):
         i, j = y_axis.index(y), x_axis.index(x)
         tried[i, j] = True
-        if v is not None:  # repeated cells (e.g. seeds) keep the best value
+        if v is not None:
             grid[i, j] = v if np.isnan(grid[i, j]) else max(grid[i, j], v)
+    return x_axis, y_axis, grid, tried
+
+
+def _heatmap(params: dict[str, list[str]], values: list[float | None], metric: str):
+    x_key, y_key = params
+    x_axis, y_axis, grid, tried = grid_values(params, values)
     fig, ax = plt.subplots(figsize=(1.2 * len(x_axis) + 2.5, 0.8 * len(y_axis) + 1.8))
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("lightgrey")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")  # failed cells
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, origin="lower", aspect="auto")
     fig.colorbar(image, ax=ax, label=metric)
     finite = grid[np.isfinite(grid)]
@@ -109,7 +129,7 @@ def _heatmap(params: dict[str, list[str]], values: list[float | None], metric: s
 
 def _line(params: dict[str, list[str]], values: list[float | None], metric: str):
     ((key, xs),) = params.items()
-    points = sorted((as_number(x), v) for x, v in zip(xs, values))
+    points = sorted(((as_number(x), v) for x, v in zip(xs, values)), key=lambda p: p[0])
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ok = [(x, v) for x, v in points if v is not None]
     if ok:
