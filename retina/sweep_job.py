@@ -52,8 +52,7 @@ def job_record(
 
     Returns:
         The record ``{"job", "overrides", "status", "error", "wall_s", "metric", "direction",
-        "metrics"}``
-        and the exception the task raised (None if it returned).
+        "metrics"}`` and the exception the task raised (None if it returned).
     """
     hydra_cfg = HydraConfig.get()
     metric = cfg.get("optimized_metric")
