@@ -57,6 +57,11 @@ def figure_kind(params: dict[str, list[str]]) -> str:
     return "bars"
 
 
+def label(value: float) -> str:
+    """A metric value written on the figure: 3 decimals, or 2 significant digits below 0.01."""
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:.2g}"
+
+
 def short(text: str) -> str:
     """A parameter value for a label: numbers with 4 significant digits."""
     number = as_number(text)
@@ -118,7 +123,7 @@ def _heatmap(params: dict[str, list[str]], values: list[float | None], metric: s
     for i in range(len(y_axis)):
         for j in range(len(x_axis)):
             v = grid[i, j]
-            text = f"{v:.3f}" if np.isfinite(v) else ("failed" if tried[i, j] else "")
+            text = label(v) if np.isfinite(v) else ("failed" if tried[i, j] else "")
             color = "black" if not np.isfinite(v) or v > middle else "white"
             ax.text(j, i, text, ha="center", va="center", color=color, fontsize=9)
     ax.set_xticks(range(len(x_axis)), [short(v) for v in x_axis])
@@ -135,11 +140,12 @@ def _line(params: dict[str, list[str]], values: list[float | None], metric: str)
     if ok:
         ax.plot(*zip(*ok), marker="o")
         for x, v in ok:
-            ax.annotate(f"{v:.3f}", (x, v), textcoords="offset points", xytext=(0, 6), ha="center")
+            ax.annotate(label(v), (x, v), textcoords="offset points", xytext=(0, 6), ha="center")
     failed = [x for x, v in points if v is None]
     if failed:
         ax.plot(failed, [0.0] * len(failed), "rx", ms=9, label="failed")
         ax.legend(frameon=False)
+    ax.margins(x=0.1, y=0.2)  # room for the labels
     ax.set(xlabel=key, ylabel=metric, title=f"{metric} over {key}")
     return fig
 
@@ -153,7 +159,7 @@ def _scatter(params: dict[str, list[str]], values: list[float | None], metric: s
         dots = ax.scatter(x[ok], y[ok], c=[v for v in values if v is not None], cmap="viridis", s=60)
         fig.colorbar(dots, ax=ax, label=metric)
         for xi, yi, v in zip(x[ok], y[ok], [v for v in values if v is not None]):
-            ax.annotate(f"{v:.3f}", (xi, yi), textcoords="offset points", xytext=(0, 6), ha="center")
+            ax.annotate(label(v), (xi, yi), textcoords="offset points", xytext=(0, 6), ha="center")
     if (~ok).any():
         ax.scatter(x[~ok], y[~ok], marker="x", c="red", s=60, label="failed")
         ax.legend(frameon=False)
@@ -174,7 +180,7 @@ def _bars(params: dict[str, list[str]], values: list[float | None], metric: str)
     heights = [v if v is not None else 0.0 for v in values]
     ax.bar(range(n), heights, color=["C0" if v is not None else "lightgrey" for v in values])
     for i, v in enumerate(values):
-        ax.text(i, heights[i], f"{v:.3f}" if v is not None else "failed", ha="center", va="bottom")
+        ax.text(i, heights[i], label(v) if v is not None else "failed", ha="center", va="bottom")
     ax.set_xticks(range(n), labels, rotation=30 if len(params) != 1 else 0, ha="right"
                   if len(params) != 1 else "center")
     ax.set(ylabel=metric, title=title)
