@@ -280,3 +280,13 @@ def test_focal_optuna_study_runs_its_trials(tmp_path):
         assert float(r["val/mAP"]) >= 0
     best = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
     assert f"best_value: {max(float(r['val/mAP']) for r in rows)}" in best
+
+
+@pytest.mark.slow
+def test_failed_optuna_trial_does_not_stop_the_study(tmp_path):
+    # alpha 1.5 is invalid; TPE with seed 0 tries 0.5 first, then 1.5
+    rows = sweep(tmp_path, "hparams_search=focal_optuna", "hydra.sweeper.n_trials=2", "loss.alpha=choice(0.5,1.5)")
+    assert [(r["loss.alpha"], r["status"]) for r in rows] == [("0.5", "ok"), ("1.5", "failed")]
+    assert rows[1]["error"] == "ValueError: loss.alpha must be in [0, 1] (or negative: off), got 1.5"
+    best = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
+    assert f"best_value: {float(rows[0]['val/mAP'])}" in best and "loss.alpha: 0.5" in best
