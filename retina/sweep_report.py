@@ -57,6 +57,8 @@ def load_job(job_dir: Path) -> dict | None:
 
 def collect(sweep_dir: str | Path) -> list[dict]:
     """The records of every job directory directly under ``sweep_dir``, by job number."""
+    if not Path(sweep_dir).is_dir():
+        raise FileNotFoundError(f"{sweep_dir}: no such multirun directory")
     records = [r for d in Path(sweep_dir).iterdir() if d.is_dir() and (r := load_job(d))]
     if not records:
         raise FileNotFoundError(f"{sweep_dir}: no job directories (with job.json or .hydra/)")

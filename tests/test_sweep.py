@@ -133,6 +133,13 @@ def test_summary_reads_old_runs_without_job_json(tmp_path):
     assert "| 1 | 0 | 0 | 0.4000 |" in files["md"].read_text()
 
 
+def test_summary_of_a_directory_without_jobs_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no job directories"):
+        summarize(tmp_path)
+    with pytest.raises(FileNotFoundError, match="nope: no such multirun directory"):
+        summarize(tmp_path / "nope")
+
+
 def test_direction_names():
     assert direction(None) == "maximize" and direction("minimize") == "minimize"
     assert direction(["minimize", "maximize"]) == "minimize"
