@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from retina.plots import plot_training
+from retina.sweep_job import run_job
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    return metrics.get(cfg.get("optimized_metric"))
+    return run_job(cfg, train)  # the optimized metric; in a sweep a failed job returns None
 
 
 if __name__ == "__main__":
