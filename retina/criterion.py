@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from retina.boxes import DeltaCoder
@@ -294,7 +293,8 @@ class GHMCriterion(AnchorCriterion):
 
     def cls_loss(self, logits: Tensor, labels: Tensor, norm: Tensor) -> Tensor:
         k = logits.shape[-1]
-        targets = F.one_hot(labels.clamp(min=-1) + 1, k + 1)[..., 1:]  # (B, N, K)
+        classes = torch.arange(k, device=labels.device)
+        targets = (labels[..., None] == classes).to(logits.dtype)  # (B, N, K) one-hot, bg all 0
         valid = (labels != IGNORE_LABEL)[..., None].expand_as(targets)  # (B, N, K)
         counts = None
         if self.momentum > 0:

@@ -16,7 +16,7 @@ from retina.criterion import (
     SoftmaxFocalCriterion,
 )
 from retina.data.datamodule import class_frequency_weights
-from retina.eval import load_checkpoint
+from retina.eval import evaluate, load_checkpoint
 from retina.export.meta import meta_from_checkpoint
 from retina.losses import (
     focal_loss_from_labels,
@@ -318,6 +318,8 @@ def test_softmax_checkpoint_is_evaluated_but_not_exported(tiny_cfg, tmp_path):
     assert ckpt["state_dict"]["detector.head.cls_pred.bias"].numel() == 3 * 2  # A (K + 1)
     with pytest.raises(ValueError, match="softmax loss"):
         meta_from_checkpoint(ckpt, path)
+    metrics = evaluate(tiny_cfg(f"ckpt_path={path}", "accelerator=cpu", name="eval"))
+    assert math.isfinite(metrics["val/mAP"])
 
 
 def test_softmax_loss_with_a_sigmoid_head_is_a_clear_error(tiny_cfg):
