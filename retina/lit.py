@@ -15,7 +15,7 @@ from retina.coco_eval import coco_evaluate, to_coco_results
 from retina.data.coco import load_coco
 from retina.model.anchors import AnchorGenerator
 from retina.model.detector import Detector
-from retina.model.head import flatten_levels
+from retina.model.head import flatten_levels, foreground_logits
 from retina.postprocess import Postprocess
 
 Batch = dict[str, Tensor]  # see retina.data.collate
@@ -170,6 +170,13 @@ class DetectionModule(CocoDetectionTask):
                 f"model.head.num_anchors={head.num_anchors} but the anchor generator makes "
                 f"{anchors.num_anchors} per location (scales_per_octave x len(ratios))"
             )
+        needs_bg = getattr(criterion, "background_class", False)
+        if getattr(head, "background_class", False) != needs_bg:
+            raise ValueError(
+                f"{type(criterion).__name__} needs a head {'with' if needs_bg else 'without'} a "
+                "background channel: set loss.background_class (read by "
+                "model.detector.head.background_class) for a softmax loss only"
+            )
         self.detector = detector
         self.anchors = anchors
         self.criterion = criterion
@@ -190,7 +197,7 @@ class DetectionModule(CocoDetectionTask):
         cls_maps, box_maps = self.detector(batch["images"])
         level_anchors = self.level_anchors(cls_maps)
         anchors = torch.cat(level_anchors)  # (N, 4)
-        cls = flatten_levels(cls_maps, self.num_classes)  # (B, N, K)
+        cls = flatten_levels(cls_maps, cls_maps[0].shape[1] // self.anchors.num_anchors)  # (B, N, K[+1])
         box = flatten_levels(box_maps, box_maps[0].shape[1] // self.anchors.num_anchors)  # (B, N, C)
         level_sizes = [len(a) for a in level_anchors]
         return self.criterion(cls, box, anchors, batch["boxes"], batch["labels"], level_sizes)
@@ -199,5 +206,7 @@ class DetectionModule(CocoDetectionTask):
     def predict_batch(self, batch: Batch) -> list[dict[str, Tensor]]:
         """Detections in original image pixels for a collated batch."""
         cls_maps, box_maps = self.detector(batch["images"])
+        if getattr(self.detector.head, "background_class", False):
+            cls_maps = foreground_logits(cls_maps, self.num_classes)
         dets = self.postprocess(cls_maps, box_maps, self.level_anchors(cls_maps), batch["image_sizes"])
         return scale_to_original(dets, batch["image_sizes"], batch["orig_sizes"])

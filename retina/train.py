@@ -46,6 +46,9 @@ def build(cfg: DictConfig):
     datamodule.setup("fit")
     with open_dict(cfg):
         cfg.model.detector.head.num_classes = datamodule.num_classes
+        mode = cfg.get("loss") and cfg.loss.get("class_weights")
+        if isinstance(mode, str):  # inverse | log -> the numbers, kept in the run config
+            cfg.loss.class_weights = datamodule.class_weights(mode)
     module = instantiate(
         cfg.model,
         class_names=datamodule.class_names,

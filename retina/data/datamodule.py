@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -32,6 +33,29 @@ def coco_paths(root: str | Path) -> dict[str, Path]:
         "val_ann": root / "annotations" / "instances_val2017.json",
         "val_images": root / "val2017",
     }
+
+
+def class_frequency_weights(counts: list[int] | np.ndarray, mode: str) -> list[float]:
+    """Per-class weights from annotation counts n_c, with f_c = n_c / sum(n) the share.
+
+    - ``inverse``: 1 / f_c normalised to mean 1 (n_c floored at 1, so a class without
+      annotations gets the largest weight instead of an infinite one).
+    - ``log``: 1 / ln(1.1 + f_c), in [1 / ln 2.1, 1 / ln 1.1] = [1.35, 10.5], not normalised.
+
+    Args:
+        counts: (K,) annotations per class.
+        mode: "inverse" | "log".
+
+    Returns:
+        K floats.
+    """
+    n = np.asarray(counts, np.float64)
+    if mode == "inverse":
+        inv = 1.0 / np.maximum(n, 1.0)
+        return (inv / inv.mean()).tolist()
+    if mode == "log":
+        return (1.0 / np.log(1.1 + n / max(n.sum(), 1.0))).tolist()
+    raise ValueError(f"loss.class_weights must be null, inverse or log, got {mode!r}")
 
 
 class DetectionDataModule(L.LightningDataModule):
@@ -170,6 +194,17 @@ class DetectionDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         """Number of classes K."""
         return self._reference.num_classes
+
+    def class_counts(self) -> list[int]:
+        """Training boxes per label ``0..K-1`` (crowd and degenerate boxes left out)."""
+        if self.train_dataset is None:
+            raise RuntimeError("call setup('fit') before asking for the class counts")
+        labels = self.train_dataset._labels  # (A,) of the kept training boxes
+        return np.bincount(labels, minlength=self.num_classes).tolist()
+
+    def class_weights(self, mode: str) -> list[float]:
+        """Per-class weights from the training annotations, see `class_frequency_weights`."""
+        return class_frequency_weights(self.class_counts(), mode)
 
     def _loader(self, dataset: CocoDetection | None, batch_size: int, shuffle: bool) -> DataLoader:
         if dataset is None:

@@ -106,6 +106,11 @@ def meta_from_checkpoint(ckpt: dict, path: str | Path) -> ExportMeta:
     hp = ckpt["hyper_parameters"]
     run = json.loads(hp["run_config"])
     model = {part: run["model"][part] for part in MODEL_PARTS}
+    if model["detector"]["head"].get("background_class"):
+        raise ValueError(
+            f"{path}: exporting a model trained with a softmax loss (loss.background_class=true, "
+            "softmax_focal or ohem) is not supported; evaluate it with retina.eval instead"
+        )
     model["detector"]["backbone"]["weights"] = None  # the export holds the trained weights
     data = run.get("data", {})
     return ExportMeta(

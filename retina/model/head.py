@@ -30,6 +30,13 @@ def prior_bias(prior_prob: float) -> float:
     return -math.log((1 - prior_prob) / prior_prob)
 
 
+def background_bias(prior_prob: float, num_classes: int) -> float:
+    """Bias b of the background channel, the K class channels at 0, with which a (K+1)-way
+    softmax gives the background 1 - pi and each class pi / K (Detectron's choice):
+    e^b / (e^b + K) = 1 - pi, so b = log(K (1 - pi) / pi)."""
+    return math.log(num_classes * (1 - prior_prob) / prior_prob)
+
+
 def init_convs(module: nn.Module, std: float = 0.01) -> None:
     """Every conv ~ N(0, std), bias 0."""
     for m in module.modules():
@@ -48,7 +55,10 @@ class RetinaHead(nn.Module):
         channels: subnet width.
         num_convs: convs per subnet before the predictor.
         group_norm: GroupNorm(32) after each subnet conv.
-        prior_prob: initial foreground probability pi of every anchor and class.
+        prior_prob: initial foreground probability pi of every anchor and class (sigmoid),
+            or of every anchor over all classes (softmax, see :func:`background_bias`).
+        background_class: K+1 class channels per anchor, channel 0 the background of a
+            softmax (softmax focal loss, OHEM); detections read :func:`foreground_logits`.
     """
 
     box_dim = 4
@@ -62,21 +72,29 @@ class RetinaHead(nn.Module):
         num_convs: int = 4,
         group_norm: bool = False,
         prior_prob: float = 0.01,
+        background_class: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes counts foreground classes and must be >= 1, got {num_classes}")
         self.num_classes = num_classes
         self.num_anchors = num_anchors
+        self.background_class = background_class
+        self.cls_channels = num_classes + 1 if background_class else num_classes
         self.cls_subnet = subnet(in_channels, channels, num_convs, group_norm)
         self.box_subnet = subnet(in_channels, channels, num_convs, group_norm)
-        self.cls_pred = nn.Conv2d(channels, num_anchors * num_classes, 3, padding=1)
+        self.cls_pred = nn.Conv2d(channels, num_anchors * self.cls_channels, 3, padding=1)
         self.box_pred = nn.Conv2d(channels, num_anchors * self.box_dim, 3, padding=1)
         init_convs(self)
-        nn.init.constant_(self.cls_pred.bias, prior_bias(prior_prob))
+        if background_class:
+            bias = self.cls_pred.bias.detach().view(num_anchors, self.cls_channels)  # (A, K+1)
+            bias[:, 0] = background_bias(prior_prob, num_classes)
+        else:
+            nn.init.constant_(self.cls_pred.bias, prior_bias(prior_prob))
 
     def forward(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """[P3..P7] (B, C, H_l, W_l) -> ([(B, A*K, H_l, W_l)], [(B, A*4, H_l, W_l)])."""
+        """[P3..P7] (B, C, H_l, W_l) -> ([(B, A*K', H_l, W_l)], [(B, A*4, H_l, W_l)]),
+        K' = K, or K+1 with ``background_class``."""
         cls_maps = [self.cls_pred(self.cls_subnet(f)) for f in feats]
         box_maps = [self.box_pred(self.box_subnet(f)) for f in feats]
         return cls_maps, box_maps
@@ -90,3 +108,26 @@ def flatten_levels(maps: list[Tensor], channels: int) -> Tensor:
         m = m.view(b, -1, channels, h, w)  # (B, A, C, H, W)
         out.append(m.permute(0, 3, 4, 1, 2).reshape(b, -1, channels))  # (B, HWA, C)
     return torch.cat(out, dim=1)
+
+
+def foreground_logits(cls_maps: list[Tensor], num_classes: int) -> list[Tensor]:
+    """Softmax maps with a background channel -> per-class logits log(p / (1 - p)).
+
+    The sigmoid of the result is each foreground class's softmax probability, so the
+    sigmoid-based postprocess and COCO evaluation work unchanged.
+
+    Args:
+        cls_maps: per level (B, A*(K+1), H_l, W_l), channel 0 of each anchor background.
+        num_classes: K.
+
+    Returns:
+        per level (B, A*K, H_l, W_l).
+    """
+    out = []
+    for m in cls_maps:
+        b, _, h, w = m.shape
+        logp = m.float().view(b, -1, num_classes + 1, h, w).log_softmax(dim=2)  # (B, A, K+1, H, W)
+        fg = logp[:, :, 1:]  # (B, A, K, H, W) log p
+        logit = fg - torch.log1p(-fg.exp().clamp(max=1 - 1e-7))  # log p - log(1 - p)
+        out.append(logit.reshape(b, -1, h, w).to(m.dtype))
+    return out
