@@ -85,8 +85,10 @@ class CocoDetectionTask(L.LightningModule):
         losses = self.losses(batch)
         loss = sum(v for k, v in losses.items() if k.startswith("loss_"))
         bs = batch["images"].shape[0]
-        if not self.nonfinite(loss, losses, batch, self.current_epoch, self.global_step):
+        go_on = self.nonfinite(loss, losses, batch, self.current_epoch, self.global_step)
+        if self.nonfinite.skip:
             self.log("train/skipped_nonfinite", float(self.nonfinite.skipped), batch_size=bs)
+        if not go_on:
             return None  # Lightning then runs no backward and no optimizer step
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         for k, v in losses.items():

@@ -69,7 +69,7 @@ class NonFiniteGuard:
             return True
         where = f"epoch {epoch}, global step {step}"
         if bad_here:
-            terms = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items() if k.startswith("loss_"))
+            terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items() if k.startswith("loss_"))
             what = f"non-finite training loss ({terms}) at {where}, image ids {batch['image_ids'].tolist()}"
         else:
             what = f"non-finite training loss on another process at {where}"
