@@ -257,7 +257,8 @@ def test_killed_run_resumes_from_last_epoch_end(tmp_path, monkeypatch):
     finally:
         if proc.poll() is None:
             proc.kill()
-    saved = load_checkpoint(last)
+    assert proc.returncode == -signal.SIGKILL
+    saved = load_checkpoint(last)  # complete: the kill left no half-written file
     assert 0 <= saved["epoch"] < epochs - 1 and saved["global_step"] == (saved["epoch"] + 1) * per_epoch
 
     first_steps = []
