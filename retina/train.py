@@ -65,10 +65,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule, module = build(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    plugins = with_atomic_checkpoint_io(instantiate(cfg.trainer.get("plugins")))
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins
-    )
+    plugins = cfg.trainer.get("plugins")
+    plugins = instantiate(plugins, _convert_="all") if OmegaConf.is_config(plugins) else plugins
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                     plugins=with_atomic_checkpoint_io(plugins))
     ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
 
