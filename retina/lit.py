@@ -16,6 +16,7 @@ from retina.data.coco import load_coco
 from retina.model.anchors import AnchorGenerator
 from retina.model.detector import Detector
 from retina.model.head import flatten_levels, foreground_logits
+from retina.nonfinite import NonFiniteGuard
 from retina.postprocess import Postprocess
 
 Batch = dict[str, Tensor]  # see retina.data.collate
@@ -70,6 +71,7 @@ class CocoDetectionTask(L.LightningModule):
         self._image_ids: list[int] = []
         self._coco_gt: COCO | None = None
         self.last_coco_table = ""
+        self.nonfinite = NonFiniteGuard()  # retina.train sets train.skip_nonfinite and the run dir
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         """``loss_*`` terms (summed for the gradient) and other logged values."""
@@ -79,10 +81,15 @@ class CocoDetectionTask(L.LightningModule):
         """Detections in original image pixels for a collated batch."""
         raise NotImplementedError
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         losses = self.losses(batch)
         loss = sum(v for k, v in losses.items() if k.startswith("loss_"))
         bs = batch["images"].shape[0]
+        go_on = self.nonfinite(loss, losses, batch, self.current_epoch, self.global_step)
+        if self.nonfinite.skip:
+            self.log("train/skipped_nonfinite", float(self.nonfinite.skipped), batch_size=bs)
+        if not go_on:
+            return None  # Lightning then runs no backward and no optimizer step
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         for k, v in losses.items():
             self.log(f"train/{k}", v.float(), batch_size=bs)

@@ -11,6 +11,8 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from retina.checkpointing import with_atomic_checkpoint_io
+from retina.nonfinite import NonFiniteGuard
 from retina.plots import plot_training
 from retina.sweep_job import run_job
 
@@ -55,6 +57,8 @@ def build(cfg: DictConfig):
         cat_ids=datamodule.cat_ids,
         run_config=run_config_json(cfg),
     )
+    skip = bool(OmegaConf.select(cfg, "train.skip_nonfinite", default=False))
+    module.nonfinite = NonFiniteGuard(skip, Path(cfg.paths.output_dir) / "nonfinite")
     return datamodule, module
 
 
@@ -65,13 +69,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule, module = build(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins = cfg.trainer.get("plugins")
+    plugins = instantiate(plugins, _convert_="all") if OmegaConf.is_config(plugins) else plugins
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                     plugins=with_atomic_checkpoint_io(plugins))
     ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     metrics["epoch"] = trainer.current_epoch
     metrics["global_step"] = trainer.global_step
+    if not trainer.is_global_zero:  # under DDP one process writes the files
+        return metrics
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
