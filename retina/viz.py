@@ -128,18 +128,19 @@ def plot_curves(
 
 def plot_side_distributions(
     probs: Tensor,
-    stride: float,
+    px_per_bin: Tensor | float,
     axes: Sequence[Axes] | None = None,
     title: str | None = None,
 ) -> list[Axes]:
-    """Bar charts of one box's four side distributions.
+    """Bar charts of one box's four side distributions, with their means (red).
 
     Args:
         probs: (4, R+1) probabilities of the left, top, right, bottom distances over the
             bins 0..R (in strides).
-        stride: pixels per bin, to label the x axis in pixels.
+        px_per_bin: pixels per bin, one for all sides or (4,) per side, to label the x axes
+            in pixels.
         axes: four axes to draw on (a new 1x4 figure if None).
-        title: put above the first axes.
+        title: the y label of the first axes.
 
     Returns:
         the four axes.
@@ -147,12 +148,13 @@ def plot_side_distributions(
     probs = probs.detach().cpu().float()
     if probs.ndim != 2 or probs.shape[0] != 4:
         raise ValueError(f"expected (4, R+1) side probabilities, got {tuple(probs.shape)}")
+    px = torch.as_tensor(px_per_bin, dtype=torch.float32).cpu().expand(4)  # (4,)
     if axes is None:
         axes = plt.subplots(1, 4, figsize=(10, 2.2), sharey=True)[1]
-    bins = torch.arange(probs.shape[1]) * stride  # (R+1,) pixels
-    for ax, side, p in zip(axes, SIDES, probs):
+    for ax, side, p, step in zip(axes, SIDES, probs, px.tolist()):
+        bins = torch.arange(probs.shape[1]) * step  # (R+1,) pixels
         mean = float((p * bins).sum())
-        ax.bar(bins.numpy(), p.numpy(), width=0.8 * stride, color="tab:blue")
+        ax.bar(bins.numpy(), p.numpy(), width=0.8 * step, color="tab:blue")
         ax.axvline(mean, color="tab:red", linewidth=1)
         ax.set_title(f"{side}: {mean:.0f} px", fontsize=8)
         ax.set_xlabel("distance (px)", fontsize=7)
@@ -160,3 +162,63 @@ def plot_side_distributions(
     if title:
         axes[0].set_ylabel(title, fontsize=8)
     return list(axes)
+
+
+def crop_around(image: Tensor, box: Tensor, margin: float = 0.5) -> tuple[Tensor, Tensor]:
+    """The part of ``image`` (3, H, W) around ``box`` (4,) x1y1x2y2, grown by ``margin`` of
+    its size on each side, and the box in the crop's pixels."""
+    h, w = image.shape[-2:]
+    x1, y1, x2, y2 = box.tolist()
+    mx, my = margin * (x2 - x1), margin * (y2 - y1)
+    left, top = max(0, int(x1 - mx)), max(0, int(y1 - my))
+    right, bottom = min(w, int(x2 + mx) + 1), min(h, int(y2 + my) + 1)
+    shift = torch.tensor([left, top, left, top], dtype=torch.float32)
+    return image[:, top:bottom, left:right], box.float().cpu() - shift
+
+
+def box_with_distributions(
+    image: Tensor, box: Tensor, probs: Tensor, px_per_bin: Tensor | float, title: str = "",
+    gt_boxes: Tensor | None = None,
+) -> Figure:
+    """One detection: a crop around its box (yellow; ground truth in green) and its four
+    side distributions (:func:`plot_side_distributions`)."""
+    fig, axes = plt.subplots(1, 5, figsize=(12, 2.4), gridspec_kw={"width_ratios": [1.2, 1, 1, 1, 1]})
+    crop, local = crop_around(image, box)
+    axes[0].imshow(to_hwc(crop))
+    if gt_boxes is not None and len(gt_boxes):
+        shift = local - box.float().cpu()  # (4,) the crop's offset, negated
+        draw_boxes(axes[0], gt_boxes.float().cpu() + shift, "lime", linewidth=1)
+    draw_boxes(axes[0], local[None], "yellow")
+    axes[0].set_axis_off()
+    axes[0].set_title(title, fontsize=8)
+    plot_side_distributions(probs, px_per_bin, axes[1:])
+    fig.tight_layout()
+    return fig
+
+
+def review_grid(
+    images: Sequence[Tensor],
+    gt_boxes: Sequence[Tensor],
+    boxes: Sequence[Tensor],
+    titles: Sequence[str],
+    columns: int = 3,
+    size: float = 3.5,
+) -> Figure:
+    """One panel per detection to review: its image, ground truth (green) and the box (red).
+
+    Args:
+        images: per panel (3, H, W).
+        gt_boxes: per panel (n, 4) ground truth of that image.
+        boxes: per panel (4,) the detection.
+        titles: per panel.
+    """
+    n = len(images)
+    rows = max(1, -(-n // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, size * rows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.set_axis_off()
+    for ax, image, gt, box, title in zip(axes.ravel(), images, gt_boxes, boxes, titles):
+        show_boxes(ax, image, gt, "lime", title=title)
+        draw_boxes(ax, box.reshape(1, 4), "red", linewidth=2)
+    fig.tight_layout()
+    return fig

@@ -10,10 +10,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from retina.viz import (  # noqa: E402
+    box_with_distributions,
     compare_figure,
+    crop_around,
     draw_boxes,
     plot_curves,
     plot_side_distributions,
+    review_grid,
     show_boxes,
     to_hwc,
 )
@@ -78,7 +81,7 @@ def test_side_distributions_bars_in_pixels_and_mean_line():
     probs = torch.zeros(4, 3)
     probs[:, 1] = 1.0  # every side at bin 1
     probs[3] = torch.tensor([0.5, 0.0, 0.5])  # bottom: mean bin 1, spread out
-    axes = plot_side_distributions(probs, stride=8.0)
+    axes = plot_side_distributions(probs, px_per_bin=8.0)
     assert [ax.get_title() for ax in axes] == ["left: 8 px", "top: 8 px", "right: 8 px",
                                                "bottom: 8 px"]
     bars = axes[3].patches
@@ -87,3 +90,34 @@ def test_side_distributions_bars_in_pixels_and_mean_line():
     plt.close(axes[0].figure)
     with pytest.raises(ValueError, match=r"\(4, R\+1\)"):
         plot_side_distributions(torch.zeros(3, 5), 8.0)
+    # per-side pixels: left/right 10 px per bin, top/bottom 5
+    axes = plot_side_distributions(probs, torch.tensor([10.0, 5, 10, 5]))
+    assert [ax.get_title() for ax in axes] == ["left: 10 px", "top: 5 px", "right: 10 px",
+                                               "bottom: 5 px"]
+    plt.close(axes[0].figure)
+
+
+def test_crop_around_keeps_the_box_on_the_same_pixels():
+    image = torch.arange(3 * 50 * 60, dtype=torch.float32).reshape(3, 50, 60)
+    box = torch.tensor([20.0, 10, 30, 30])  # 10 wide, 20 high; margin 0.5: 5 and 10 px
+    crop, local = crop_around(image, box, margin=0.5)
+    assert local.tolist() == [5.0, 10, 15, 30]  # crop from x 15, y 0 (clipped at the top)
+    assert tuple(crop.shape) == (3, 41, 21)  # y 0..40, x 15..35
+    assert torch.equal(crop[:, 10, 5], image[:, 10, 20])  # the box corner, same pixel
+
+
+def test_box_with_distributions_and_review_grid_panels():
+    image = torch.zeros(3, 40, 40, dtype=torch.uint8)
+    box, gt = torch.tensor([10.0, 10, 20, 20]), torch.tensor([[11.0, 9, 21, 20]])
+    fig = box_with_distributions(image, box, torch.full((4, 5), 0.2), 4.0, "t", gt)
+    crop_ax = fig.axes[0]
+    assert len(fig.axes) == 5 and crop_ax.get_title() == "t"
+    gt_rect, det_rect = crop_ax.patches
+    # the ground truth keeps its offset from the box inside the crop: +1 in x, -1 in y
+    assert (gt_rect.get_x() - det_rect.get_x(), gt_rect.get_y() - det_rect.get_y()) == (1.0, -1.0)
+    plt.close(fig)
+    fig = review_grid([image] * 4, [gt] * 4, [box] * 4, ["a", "b", "c", "d"], columns=3)
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["a", "b", "c", "d"]
+    assert [len(ax.patches) for ax in fig.axes] == [2, 2, 2, 2, 0, 0]  # gt + box; 2 empty panels
+    assert fig.axes[0].patches[1].get_edgecolor()[:3] == (1.0, 0.0, 0.0)  # the detection in red
+    plt.close(fig)
