@@ -329,7 +329,7 @@ def fit_batch(module: DetectionModule, batch: dict[str, Tensor], steps: int, lr:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        history.append(float(loss))
+        history.append(float(loss.detach()))
     module.eval()
     return history
 
