@@ -371,6 +371,17 @@ def detections_with_distributions(module: DetectionModule, batch: dict[str, Tens
     return [{**d, "side_px": d["side_px"] * r} for d, r in zip(dets, ratio)]
 
 
+def score_floor(detections: list[dict[str, Tensor]], cap: float = 0.2, keep: int = 30) -> float:
+    """A score threshold for reviewing detections: ``cap``, lowered to the ``keep``-th best
+    score when fewer than ``keep`` detections reach ``cap`` (a briefly trained model scores
+    low), so that there is always something to look at."""
+    scores = torch.cat([d["scores"].detach().float().cpu() for d in detections] or [torch.zeros(0)])
+    if len(scores) == 0:
+        return cap
+    kth = float(scores.topk(min(keep, len(scores))).values[-1])
+    return min(cap, kth)
+
+
 def rank_by_uncertainty(
     image_ids: list[int], detections: list[dict[str, Tensor]], min_score: float = 0.3,
 ) -> list[tuple[int, int, float]]:

@@ -22,6 +22,7 @@ from retina.explore import (
     predict_val,
     quickstart_checkpoint,
     rank_by_uncertainty,
+    score_floor,
     text_table,
     val_detections,
     val_examples,
@@ -56,6 +57,14 @@ def test_text_table_aligns_and_rounds():
         "long  10.00  12",
     ]
     assert text_table([]) == ""
+
+
+def test_score_floor_lowers_the_threshold_only_when_too_few_pass():
+    dets = [{"scores": torch.tensor([0.9, 0.5, 0.1])}, {"scores": torch.tensor([0.3, 0.05])}]
+    assert score_floor(dets, cap=0.2, keep=2) == 0.2  # 0.9, 0.5, 0.3 pass already
+    assert score_floor(dets, cap=0.2, keep=4) == pytest.approx(0.1)  # the 4th best
+    assert score_floor(dets, cap=0.6, keep=2) == 0.5
+    assert score_floor([], cap=0.2) == 0.2
 
 
 def test_rank_by_uncertainty_sharpest_first_and_skips_low_scores():
