@@ -51,7 +51,9 @@ def head_name(ckpt_path: str | Path) -> str:
     return run["model"]["detector"]["head"]["_target_"].rsplit(".", 1)[-1]
 
 
-def newest_train_checkpoint(log_dir: str | Path = ROOT / "outputs", head: str | None = None) -> Path | None:
+def newest_train_checkpoint(
+    log_dir: str | Path = ROOT / "outputs", head: str | None = None,
+) -> Path | None:
     """The newest ``<log_dir>/train/*/checkpoints/best.ckpt`` (what ``make train`` writes).
 
     Args:
@@ -163,7 +165,8 @@ def examples(dataset, indices: list[int]) -> tuple[list[Tensor], list[Tensor]]:
         pairs = [dataset[i] for i in indices]
     finally:
         dataset.transforms = transforms
-    return [im.as_subclass(Tensor) for im, _ in pairs], [t["boxes"].as_subclass(Tensor) for _, t in pairs]
+    images = [im.as_subclass(Tensor) for im, _ in pairs]
+    return images, [t["boxes"].as_subclass(Tensor) for _, t in pairs]
 
 
 def val_examples(datamodule, indices: list[int]) -> tuple[list[Tensor], list[Tensor]]:
@@ -318,7 +321,9 @@ def loss_share_by_pt(
     return rows
 
 
-def fit_batch(module: DetectionModule, batch: dict[str, Tensor], steps: int, lr: float = 1e-3) -> list[float]:
+def fit_batch(
+    module: DetectionModule, batch: dict[str, Tensor], steps: int, lr: float = 1e-3,
+) -> list[float]:
     """A few AdamW steps on one batch (to get scores away from their init); the losses."""
     module.train()
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr)
@@ -360,14 +365,17 @@ class DistributionPostprocess(Postprocess):
 
 
 @torch.no_grad()
-def detections_with_distributions(module: DetectionModule, batch: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+def detections_with_distributions(
+    module: DetectionModule, batch: dict[str, Tensor],
+) -> list[dict[str, Tensor]]:
     """A GFL module's detections on a batch, in original image pixels, with ``spread``
     (D, 4), ``probs`` (D, 4, R+1) and ``side_px`` (D, 4) pixels per bin (original pixels)."""
     post = DistributionPostprocess.like(module.postprocess)
     cls_maps, box_maps = module.detector(batch["images"])
     dets = post(cls_maps, box_maps, module.level_anchors(cls_maps), batch["image_sizes"])
     dets = scale_to_original(dets, batch["image_sizes"], batch["orig_sizes"])
-    ratio = (batch["orig_sizes"].float() / batch["image_sizes"].float()).flip(1).repeat(1, 2)  # (B, 4)
+    ratio = batch["orig_sizes"].float() / batch["image_sizes"].float()  # (B, 2) h w
+    ratio = ratio.flip(1).repeat(1, 2)  # (B, 4) w h w h, as the sides l t r b
     return [{**d, "side_px": d["side_px"] * r} for d, r in zip(dets, ratio)]
 
 
@@ -394,7 +402,8 @@ def rank_by_uncertainty(
     out = []
     for image_id, det in zip(image_ids, detections):
         u = relative_spread(det["boxes"].float(), det["spread"].float())  # (D,)
-        out += [(image_id, i, float(u[i])) for i in (det["scores"] >= min_score).nonzero()[:, 0].tolist()]
+        kept = (det["scores"] >= min_score).nonzero()[:, 0].tolist()
+        out += [(image_id, i, float(u[i])) for i in kept]
     return sorted(out, key=lambda r: r[2])
 
 

@@ -46,7 +46,8 @@ def draw_boxes(
         raise ValueError(f"{len(texts)} texts for {len(boxes)} boxes")
     patches = []
     for i, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
-        rect = Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=linewidth)
+        rect = Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color,
+                         linewidth=linewidth)
         ax.add_patch(rect)
         patches.append(rect)
         if texts is not None:
@@ -182,7 +183,8 @@ def box_with_distributions(
 ) -> Figure:
     """One detection: a crop around its box (yellow; ground truth in green) and its four
     side distributions (:func:`plot_side_distributions`)."""
-    fig, axes = plt.subplots(1, 5, figsize=(12, 2.4), gridspec_kw={"width_ratios": [1.2, 1, 1, 1, 1]})
+    fig, axes = plt.subplots(1, 5, figsize=(12, 2.4),
+                             gridspec_kw={"width_ratios": [1.2, 1, 1, 1, 1]})
     crop, local = crop_around(image, box)
     axes[0].imshow(to_hwc(crop))
     if gt_boxes is not None and len(gt_boxes):
