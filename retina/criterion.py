@@ -181,37 +181,21 @@ class RetinaNetCriterion(AnchorCriterion):
         return loss / norm
 
 
-class SoftmaxFocalCriterion(AnchorCriterion):
+class SoftmaxFocalCriterion(RetinaNetCriterion):
     """(K+1)-way softmax focal loss over non-ignored anchors + box loss.
 
-    Needs the head's background channel (``model.detector.head.background_class``,
-    set from ``loss.background_class``).
-
-    Args:
-        alpha: weight of foreground anchors; background ones get 1 - alpha (negative: off).
-        gamma: focusing parameter.
-        class_weights: (K,) per-class multipliers of alpha, or None.
-        background_class: must be true (the key the model config reads).
-        **kwargs: matcher and box loss, see :class:`AnchorCriterion`.
+    Takes :class:`RetinaNetCriterion`'s ``alpha`` (weight of foreground anchors; background
+    ones get 1 - alpha), ``gamma`` and ``class_weights``. Needs the head's background
+    channel (``model.detector.head.background_class``, set from ``loss.background_class``,
+    which must be true).
     """
 
     background_class = True
 
-    def __init__(
-        self,
-        alpha: float = 0.25,
-        gamma: float = 2.0,
-        class_weights: Sequence[float] | None = None,
-        background_class: bool = True,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        _check_alpha_gamma(alpha, gamma)
+    def __init__(self, *args, background_class: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         if not background_class:
             raise ValueError("loss.background_class must be true: the softmax has a background channel")
-        self.alpha = alpha
-        self.gamma = gamma
-        self.register_buffer("class_weights", _weights_buffer(class_weights))
 
     def cls_loss(self, logits: Tensor, labels: Tensor, norm: Tensor) -> Tensor:
         c = logits.shape[-1]
