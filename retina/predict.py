@@ -29,8 +29,8 @@ from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 from tqdm import tqdm
 
-from retina.coco_eval import to_coco_results
 from retina.data.coco import load_coco, read_rgb
+from retina.training.coco_eval import to_coco_results
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 import pytest
 from omegaconf import DictConfig
 
-from retina.config import compose_run
+from retina.training.config import compose_run
 
 # Small and fast: NEON tiles at 128 px, a thin head, no workers.
 TINY = [

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from retina.config import ROOT
+from retina.training.config import ROOT
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from retina.boxes import DELTA_CLAMP, DeltaCoder, decode_deltas, encode_deltas
+from retina.ops.boxes import DELTA_CLAMP, DeltaCoder, decode_deltas, encode_deltas
 
 
 def random_boxes(n, seed=0):

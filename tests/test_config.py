@@ -7,7 +7,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from retina.config import CONF_DIR as CONF
+from retina.training.config import CONF_DIR as CONF
 
 
 def test_trainer_config_lists_every_trainer_argument():
@@ -51,18 +51,25 @@ def test_focal_overrides_reach_the_criterion(tiny_cfg):
     assert (crit.gamma, crit.alpha) == (1.5, 0.5)
 
 
-def test_anchor_count_mismatch_is_a_clear_error(tiny_cfg):
+def test_the_head_takes_its_anchor_count_from_the_anchor_generator(tiny_cfg):
     cfg = tiny_cfg(
-        "experiment=neon_retinanet", "model.anchors.ratios=[0.5,1.0]",
+        "experiment=neon_retinanet", "model.detector.anchors.ratios=[0.5,1.0]",
         "model.detector.backbone.weights=null",
     )
     with open_dict(cfg):
         cfg.model.detector.head.num_classes = 1
-    with pytest.raises(Exception, match="num_anchors=3 but the anchor generator makes 6"):
+    head = instantiate(cfg.model).detector.head
+    assert head.num_anchors == 6  # 3 scales per octave x 2 ratios, configured nowhere else
+    assert head.cls_pred.out_channels == 6 and head.box_pred.out_channels == 6 * 4
+    cfg = tiny_cfg("experiment=neon_gfl", "model.detector.anchors.ratios=[0.5,1.0]",
+                   "model.detector.backbone.weights=null")
+    with open_dict(cfg):
+        cfg.model.detector.head.num_classes = 1
+    with pytest.raises(Exception, match="GFL has one anchor per location, the anchors give 2"):
         instantiate(cfg.model)
 
 
 def test_bad_value_names_the_key(tiny_cfg):
     cfg = tiny_cfg("experiment=neon_retinanet", "loss.gamma=-1")
     with pytest.raises(Exception, match="loss.gamma must be a number >= 0"):
-        instantiate(cfg.loss)
+        instantiate(cfg.loss)()  # a partial: the model adds its coder

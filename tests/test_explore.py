@@ -1,4 +1,4 @@
-"""retina.explore on tiny inputs and a tiny model trained for two steps."""
+"""retina.analysis.explore on tiny inputs and a tiny model trained for two steps."""
 
 import json
 import math
@@ -8,9 +8,8 @@ import time
 import pytest
 import torch
 
-from retina import explore
-from retina.boxes import DistanceCoder
-from retina.explore import (
+from retina.analysis import explore
+from retina.analysis.explore import (
     DistributionPostprocess,
     anchor_targets,
     detections_with_distributions,
@@ -21,15 +20,16 @@ from retina.explore import (
     newest_train_checkpoint,
     predict_val,
     quickstart_checkpoint,
-    rank_by_uncertainty,
     score_floor,
     text_table,
     val_detections,
     val_examples,
     validate,
 )
-from retina.postprocess import Postprocess
-from retina.train import build, train
+from retina.analysis.uncertainty import most_ambiguous
+from retina.ops.boxes import DistanceCoder
+from retina.ops.postprocess import Postprocess
+from retina.training.run import build, train
 
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks.lr_monitor=null",
          "callbacks.ema=null", "trainer.log_every_n_steps=1"]
@@ -67,18 +67,18 @@ def test_score_floor_lowers_the_threshold_only_when_too_few_pass():
     assert score_floor([], cap=0.2) == 0.2
 
 
-def test_rank_by_uncertainty_sharpest_first_and_skips_low_scores():
+def test_most_ambiguous_ranks_all_passing_boxes_and_skips_low_scores():
     dets = [
         # box 10 wide: relative spread (1/10 + 1/10 + 1/10 + 1/10) / 4 = 0.1
         {"boxes": torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10]]), "scores": torch.tensor([0.9, 0.1]),
-         "spread": torch.tensor([[1.0, 1, 1, 1], [0, 0, 0, 0]])},
+         "labels": torch.tensor([0, 0]), "spread": torch.tensor([[1.0, 1, 1, 1], [0, 0, 0, 0]])},
         # 20 x 10 box, spread 2 everywhere: (2/20 + 2/10 + 2/20 + 2/10) / 4 = 0.15
         {"boxes": torch.tensor([[0.0, 0, 20, 10]]), "scores": torch.tensor([0.5]),
-         "spread": torch.tensor([[2.0, 2, 2, 2]])},
+         "labels": torch.tensor([0]), "spread": torch.tensor([[2.0, 2, 2, 2]])},
     ]
-    ranked = rank_by_uncertainty([7, 8], dets, min_score=0.3)
-    assert [(i, k) for i, k, _ in ranked] == [(7, 0), (8, 0)]  # the 0.1-score box is left out
-    assert [u for *_, u in ranked] == pytest.approx([0.1, 0.15])
+    ranked = most_ambiguous([7, 8], dets, k=None, min_score=0.3)[::-1]
+    assert [(a.image_id, a.index) for a in ranked] == [(7, 0), (8, 0)]  # 0.1-score box left out
+    assert [a.uncertainty for a in ranked] == pytest.approx([0.1, 0.15])
 
 
 def test_loss_share_by_pt_counts_each_anchor_once_and_shares_sum_to_one():
@@ -161,7 +161,7 @@ def test_quickstart_checkpoint_trains_once_and_reuses_the_cache(tmp_path, monkey
 def gfl_ckpt(tmp_path_factory):
     from conftest import TINY
 
-    from retina.config import compose_run
+    from retina.training.config import compose_run
 
     out = tmp_path_factory.mktemp("gfl") / "run"
     train(compose_run([*TINY, *SHORT], out))
@@ -206,7 +206,7 @@ def test_first_losses_prior_init_and_focal_loss_shrink_the_first_loss(tiny_cfg):
     logits, targets = anchor_targets(module, batch)
     assert logits.shape == targets.shape and set(targets.unique().tolist()) == {0.0, 1.0}
     # the anchor targets reproduce the module's own loss_cls (focal, normalised by positives)
-    from retina.losses import sigmoid_focal_loss
+    from retina.losses.functional import sigmoid_focal_loss
 
     with torch.no_grad():
         ours = sigmoid_focal_loss(logits, targets, 0.25, 2.0, "sum") / targets.sum().clamp(min=1)

@@ -18,8 +18,6 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 import retina
-from retina.coco_eval import coco_evaluate, to_coco_results
-from retina.config import ROOT, compose_run
 from retina.data.coco import load_coco, read_rgb
 from retina.export import export, from_checkpoint
 from retina.export.formats import MIN_OPSET, _resize_aa_symbolic
@@ -29,7 +27,9 @@ from retina.export.speed import format_table as speed_table
 from retina.export.speed import speed
 from retina.predict import main as predict_main
 from retina.predict import parse, predict
-from retina.train import train
+from retina.training.coco_eval import coco_evaluate, to_coco_results
+from retina.training.config import ROOT, compose_run
+from retina.training.run import train
 
 NEON = ROOT / "data" / "neon_trees"
 VAL_ANN, VAL_IMAGES = NEON / "annotations" / "val.json", NEON / "val"

@@ -28,14 +28,14 @@ from hydra.utils import instantiate
 from PIL import Image
 from torchvision.ops import box_iou
 
-from retina.coco_eval import coco_evaluate, to_coco_results
-from retina.config import ROOT, compose_run
 from retina.data import CocoDetection, load_coco, read_rgb
 from retina.data import convert as convert_module
 from retina.data.convert import cached_coco, convert, converted_datamodule
 from retina.data.convert import main as convert_main
 from retina.data.validate import AnnotationError
-from retina.train import train
+from retina.training.coco_eval import coco_evaluate, to_coco_results
+from retina.training.config import ROOT, compose_run
+from retina.training.run import train
 
 FIXTURES = Path(os.environ.get("RETINA_FIXTURES", ROOT / "data" / "fixtures"))
 LABELME_VOC = "examples/bbox_detection/data_dataset_voc"

@@ -10,8 +10,14 @@ from omegaconf import OmegaConf, open_dict
 from torchvision.ops import generalized_box_iou_loss
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
-from retina.assigner import ATSSAssigner
-from retina.boxes import (
+from retina.analysis.uncertainty import most_ambiguous, relative_spread
+from retina.assign.atss import ATSSAssigner
+from retina.assign.max_iou import BACKGROUND
+from retina.losses.functional import distribution_focal_loss, quality_focal_loss
+from retina.losses.gfl import GFLCriterion
+from retina.model.anchors import AnchorGenerator
+from retina.model.gfl_head import GFLHead
+from retina.ops.boxes import (
     DeltaCoder,
     DistanceCoder,
     boxes_to_distances,
@@ -19,16 +25,9 @@ from retina.boxes import (
     integral,
     paired_iou,
 )
-from retina.gfl_criterion import GFLCriterion
-from retina.lit import scale_to_original
-from retina.losses import distribution_focal_loss, quality_focal_loss
-from retina.matcher import BACKGROUND
-from retina.model.anchors import AnchorGenerator
-from retina.model.gfl_head import GFLHead
-from retina.model.head import flatten_levels
-from retina.postprocess import Postprocess
-from retina.train import train
-from retina.uncertainty import most_ambiguous, relative_spread
+from retina.ops.levels import flatten_levels, scale_to_original
+from retina.ops.postprocess import Postprocess
+from retina.training.run import train
 
 R = 16  # reg_max
 LN2 = math.log(2.0)
@@ -195,7 +194,7 @@ def test_paired_iou_is_the_box_iou_diagonal():
 
 
 def test_head_outputs_and_level_scales():
-    head = GFLHead(num_classes=3, in_channels=32, channels=32, num_convs=1, reg_max=7, num_levels=2)
+    head = GFLHead(num_classes=3, num_levels=2, in_channels=32, channels=32, num_convs=1, reg_max=7)
     assert (head.num_anchors, head.box_dim, head.num_classes) == (1, 32, 3)
     feats = [torch.randn(2, 32, 8, 8), torch.randn(2, 32, 4, 4)]
     cls, box = head(feats)
@@ -206,7 +205,7 @@ def test_head_outputs_and_level_scales():
     with torch.no_grad():
         head.scales[1] = 2.0
     torch.testing.assert_close(head(feats)[1][1], 2 * box[1])
-    with pytest.raises(ValueError, match="3 feature maps"):
+    with pytest.raises(ValueError, match="zip"):  # 3 feature maps for 2 level scales
         head(feats + feats[:1])
 
 
@@ -432,7 +431,7 @@ def test_gfl_experiments_compose_and_build(tiny_cfg, experiment):
         cfg.model.detector.head.num_classes = 3
     module = instantiate(cfg.model)
     assert isinstance(module.detector.head, GFLHead) and isinstance(module.criterion, GFLCriterion)
-    assert module.anchors.num_anchors == 1
+    assert module.detector.anchors.num_anchors == 1
     assert module.detector.head.box_dim == 68
     assert module.criterion.coder == module.postprocess.coder == DistanceCoder(16, 8.0)
     if experiment == "gfl_r50_1x":
@@ -454,10 +453,11 @@ def test_neon_gfl_mirrors_neon_retinanet_budget(tiny_cfg):
 
 def test_model_gfl_alone_selects_the_gfl_loss(tiny_cfg):
     cfg = tiny_cfg("model=gfl")
-    assert cfg.loss._target_ == "retina.gfl_criterion.GFLCriterion"
+    assert cfg.loss._target_ == "retina.losses.gfl.GFLCriterion"
     assert cfg.model.detector.head._target_ == "retina.model.gfl_head.GFLHead"
-    assert cfg.loss.coder.anchor_scale == cfg.model.anchors.anchor_scale  # one anchor size
-    focal = "retina.criterion.RetinaNetCriterion"
+    assert "coder" not in cfg.loss  # the model's one coder: model.coder
+    assert cfg.model.coder.anchor_scale == cfg.model.detector.anchors.anchor_scale
+    focal = "retina.losses.retinanet.RetinaNetCriterion"
     assert tiny_cfg("model=gfl", "loss=focal").loss._target_ == focal  # the command line wins
     assert tiny_cfg("experiment=neon_retinanet").loss._target_ == focal
 

@@ -6,19 +6,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import open_dict
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
-from retina.config import ROOT
-from retina.criterion import (
-    GHMCriterion,
-    OHEMCriterion,
-    RetinaNetCriterion,
-    SoftmaxFocalCriterion,
-)
 from retina.data.datamodule import class_frequency_weights
-from retina.eval import evaluate, load_checkpoint
 from retina.export.meta import meta_from_checkpoint
-from retina.losses import (
+from retina.losses.functional import (
     focal_loss_from_labels,
     ghm_bin_index,
     ghm_c_loss,
@@ -27,8 +21,17 @@ from retina.losses import (
     ohem_cross_entropy,
     softmax_focal_loss,
 )
-from retina.model.head import RetinaHead, foreground_logits
-from retina.train import build, train
+from retina.losses.retinanet import (
+    GHMCriterion,
+    OHEMCriterion,
+    RetinaNetCriterion,
+    SoftmaxFocalCriterion,
+)
+from retina.model.head import RetinaHead
+from retina.ops.levels import foreground_logits
+from retina.training.checkpoint import load_checkpoint
+from retina.training.config import ROOT
+from retina.training.run import build, evaluate, train
 
 LN2 = math.log(2.0)
 
@@ -322,9 +325,16 @@ def test_softmax_checkpoint_is_evaluated_but_not_exported(tiny_cfg, tmp_path):
     assert math.isfinite(metrics["val/mAP"])
 
 
-def test_softmax_loss_with_a_sigmoid_head_is_a_clear_error(tiny_cfg):
+def test_the_softmax_loss_gives_the_head_its_background_channel(tiny_cfg):
     cfg = tiny_cfg("experiment=neon_retinanet", "loss=softmax_focal",
-                   "model.detector.head.background_class=false",
                    "model.detector.backbone.weights=null")
+    _, module = build(cfg)
+    head = module.detector.head
+    assert head.background_class and head.cls_channels == module.num_classes + 1
+    assert not build(tiny_cfg("experiment=neon_retinanet"))[1].detector.head.background_class
+    # a module put together by hand with a sigmoid head: a clear error
+    with open_dict(cfg):
+        cfg.model.detector.head.num_classes = 1
+        cfg.model.detector.head.background_class = False
     with pytest.raises(Exception, match="SoftmaxFocalCriterion needs a head with a background channel"):
-        build(cfg)
+        instantiate(cfg.model)

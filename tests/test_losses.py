@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
-from retina.losses import box_regression_loss, focal_loss_from_labels, sigmoid_focal_loss
+from retina.losses.functional import box_regression_loss, focal_loss_from_labels, sigmoid_focal_loss
 
 
 @pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (0.5, 1.0), (-1.0, 2.0), (0.25, 0.0), (0.75, 0.5), (-1, 5.0)])

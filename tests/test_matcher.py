@@ -1,12 +1,13 @@
+import pytest
 import torch
 from torchvision.models.detection._utils import Matcher
 
-from retina.matcher import BACKGROUND, IGNORE, MaxIoUMatcher
+from retina.assign import BACKGROUND, IGNORE, ATSSAssigner, MaxIoUAssigner
 
 
 def test_agrees_with_torchvision_on_random_iou():
     g = torch.Generator().manual_seed(0)
-    ours = MaxIoUMatcher(0.5, 0.4, allow_low_quality=True)
+    ours = MaxIoUAssigner(0.5, 0.4, allow_low_quality=True).match
     ref = Matcher(0.5, 0.4, allow_low_quality_matches=True)
     mats = [torch.rand(m, 300, generator=g) ** 3 for m in (1, 5, 12, 12)]
     # batch with padding: pad to 12 rows
@@ -32,7 +33,7 @@ def test_hand_built_ignore_band_tie_and_empty_image():
         ]
     )
     valid = torch.tensor([[True, True], [False, False]])
-    got = MaxIoUMatcher(0.5, 0.4, allow_low_quality=False)(iou, valid)
+    got = MaxIoUAssigner(0.5, 0.4, allow_low_quality=False).match(iou, valid)
     # anchor 1: tie 0.45 / 0.45 -> first box, in the ignore band
     # anchor 3: 0.3 < 0.4 -> background
     assert got[0].tolist() == [0, IGNORE, 1, BACKGROUND, BACKGROUND]
@@ -40,11 +41,25 @@ def test_hand_built_ignore_band_tie_and_empty_image():
 
     # low quality: a box whose best IoU is 0.3 (anchors 3 and 4 tie) keeps both anchors
     iou2 = torch.tensor([[[0.3, 0.1, 0.0, 0.3], [0.0, 0.9, 0.0, 0.0]]])
-    got2 = MaxIoUMatcher(0.5, 0.4, allow_low_quality=True)(iou2, torch.tensor([[True, True]]))
+    got2 = MaxIoUAssigner(0.5, 0.4, allow_low_quality=True).match(iou2, torch.tensor([[True, True]]))
     assert got2[0].tolist() == [0, 1, BACKGROUND, 0]
 
 
 def test_no_boxes_at_all():
-    m = MaxIoUMatcher()
-    out = m.match_boxes(torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long), torch.rand(7, 4))
+    m = MaxIoUAssigner()
+    out = m(torch.rand(7, 4), [7], torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long))
     assert out.shape == (2, 7) and (out == BACKGROUND).all()
+
+
+@pytest.mark.parametrize("assigner", [MaxIoUAssigner(), ATSSAssigner(topk=3)], ids=["maxiou", "atss"])
+def test_every_assigner_answers_one_contract(assigner):
+    # two levels of anchors (6 + 2), image 0 with one box on anchor 1, image 1 with padding only
+    anchors = torch.tensor([[0.0, 0, 10, 10], [10, 0, 20, 10], [20, 0, 30, 10], [0, 10, 10, 20],
+                            [10, 10, 20, 20], [20, 10, 30, 20], [0, 0, 20, 20], [10, 0, 30, 20]])
+    gt_boxes = torch.tensor([[[10.0, 0, 20, 10]], [[0.0, 0, 0, 0]]])
+    gt_labels = torch.tensor([[0], [-1]])
+    matches = assigner(anchors, [6, 2], gt_boxes, gt_labels)
+    assert matches.shape == (2, 8) and matches.dtype == torch.long
+    assert matches[0, 1] == 0  # the anchor equal to the box is matched to it
+    assert (matches[1] == BACKGROUND).all()  # padding is never matched
+    assert set(matches.unique().tolist()) <= {0, BACKGROUND, IGNORE}

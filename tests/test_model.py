@@ -1,16 +1,19 @@
+from functools import partial
+
 import pytest
 import torch
 
-from retina.criterion import RetinaNetCriterion
+from retina.losses.retinanet import RetinaNetCriterion
 from retina.model.anchors import AnchorGenerator
 from retina.model.backbone import mobilenet_v2, resnet
 from retina.model.detector import Detector
-from retina.model.head import RetinaHead, flatten_levels
+from retina.model.head import RetinaHead
+from retina.ops.levels import flatten_levels
 
 
 def build(num_classes=3, **head_kw):
     torch.manual_seed(0)
-    return Detector(resnet(18), RetinaHead(num_classes, **head_kw))
+    return Detector(resnet(18), partial(RetinaHead, num_classes, **head_kw), AnchorGenerator())
 
 
 def targets():
@@ -77,7 +80,7 @@ def test_freeze_stages_and_frozen_bn():
 
 def test_p6p7_from_p5_or_c5():
     for src in ("c5", "p5"):
-        det = Detector(resnet(18), RetinaHead(2), p6p7_from=src)
+        det = Detector(resnet(18), partial(RetinaHead, 2), AnchorGenerator(), p6p7_from=src)
         assert det.fpn.extra_blocks.p6.in_channels == (512 if src == "c5" else 256)
         assert det.fpn.extra_blocks.use_P5 == (src == "p5")
 

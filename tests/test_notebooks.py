@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from retina.config import ROOT
+from retina.training.config import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 

@@ -1,9 +1,9 @@
 import torch
 from torchvision.ops import nms
 
-from retina.boxes import DeltaCoder
 from retina.model.anchors import AnchorGenerator
-from retina.postprocess import Postprocess
+from retina.ops.boxes import DeltaCoder
+from retina.ops.postprocess import Postprocess
 
 
 def reference(cls_maps, box_maps, anchors, sizes, pp, k):

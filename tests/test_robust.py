@@ -14,13 +14,13 @@ import torch
 from conftest import TINY
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from retina.checkpointing import AtomicCheckpointIO, with_atomic_checkpoint_io
-from retina.config import ROOT, compose_run
-from retina.eval import load_checkpoint
-from retina.lit import DetectionModule
-from retina.losses import normalizer
-from retina.nonfinite import NonFiniteLossError
-from retina.train import train
+from retina.losses.functional import normalizer
+from retina.training.atomic_io import AtomicCheckpointIO, with_atomic_checkpoint_io
+from retina.training.checkpoint import load_checkpoint
+from retina.training.config import ROOT, compose_run
+from retina.training.module import DetectionModule
+from retina.training.nonfinite import NonFiniteLossError
+from retina.training.run import train
 
 SHORT = ["trainer.max_epochs=1", "callbacks.lr_monitor=null", "trainer.check_val_every_n_epoch=1",
          "trainer.log_every_n_steps=1"]
@@ -122,8 +122,8 @@ import json, sys
 from datetime import timedelta
 import torch
 import torch.distributed as dist
-from retina.losses import normalizer
-from retina.nonfinite import NonFiniteGuard, NonFiniteLossError
+from retina.losses.functional import normalizer
+from retina.training.nonfinite import NonFiniteGuard, NonFiniteLossError
 
 rank, init_file, save_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank, world_size=2,

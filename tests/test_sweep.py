@@ -14,14 +14,14 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from retina.config import ROOT, compose_run
-from retina.sweep_job import direction, run_job
-from retina.sweep_plot import figure_kind, grid_values, plot_sweep
-from retina.sweep_report import collect, ranked, summarize, swept, to_markdown, write_csv
+from retina.sweeps.job import direction, run_job
+from retina.sweeps.plot import figure_kind, grid_values, plot_sweep
+from retina.sweeps.report import collect, ranked, summarize, swept, to_markdown, write_csv
+from retina.training.config import ROOT, compose_run
 
 
 def record(job, gamma, alpha, mAP=None, status="ok", error="", wall_s=10.0):
-    """A job.json as retina.sweep_job writes it; mAP None: no metrics."""
+    """A job.json as retina.sweeps.job writes it; mAP None: no metrics."""
     return {
         "job": job,
         "overrides": ["experiment=neon_retinanet", f"loss.gamma={gamma}", f"loss.alpha={alpha}"],
@@ -201,14 +201,14 @@ def test_focal_optuna_searches_continuous_gamma_and_alpha(tmp_path):
     from optuna.distributions import UniformDistribution
 
     cfg = compose_run(["hparams_search=focal_optuna"], tmp_path / "run")
-    assert cfg.loss._target_ == "retina.criterion.RetinaNetCriterion"  # experiment=neon_retinanet
+    assert cfg.loss._target_ == "retina.losses.retinanet.RetinaNetCriterion"  # experiment=neon_retinanet
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.mode == RunMode.MULTIRUN
     assert cfg.hydra.sweeper.direction == "maximize" and cfg.optimized_metric == "val/mAP"
     space, _ = create_params_from_overrides([f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()])
     assert space == {"loss.gamma": UniformDistribution(0.0, 5.0), "loss.alpha": UniformDistribution(0.1, 0.9)}
 
     cfg = compose_run(["hparams_search=gfl_optuna"], tmp_path / "run")
-    assert cfg.loss._target_ == "retina.gfl_criterion.GFLCriterion"
+    assert cfg.loss._target_ == "retina.losses.gfl.GFLCriterion"
     assert set(cfg.hydra.sweeper.params) == {"loss.beta", "loss.dfl_weight", "loss.giou_weight"}
     for key in cfg.hydra.sweeper.params:  # each a real key of the GFL loss
         assert key.split(".")[1] in cfg.loss
@@ -258,7 +258,7 @@ def test_grid_sweep_writes_summary_and_sweep_report_reproduces_it(tmp_path):
 
     written = (tmp_path / "sweep" / "sweep.csv").read_text()
     (tmp_path / "sweep" / "sweep.csv").unlink()
-    report = subprocess.run([sys.executable, "-m", "retina.sweep_report", str(tmp_path / "sweep")],
+    report = subprocess.run([sys.executable, "-m", "retina.sweeps.report", str(tmp_path / "sweep")],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr[-3000:]
     assert (tmp_path / "sweep" / "sweep.csv").read_text() == written

@@ -10,10 +10,10 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from retina.coco_eval import coco_evaluate
-from retina.config import ROOT
-from retina.eval import evaluate, load_checkpoint
-from retina.train import train
+from retina.training.checkpoint import load_checkpoint
+from retina.training.coco_eval import coco_evaluate
+from retina.training.config import ROOT
+from retina.training.run import evaluate, train
 
 SHORT = [
     "trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks.lr_monitor=null",

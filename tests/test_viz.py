@@ -1,4 +1,4 @@
-"""Figures of retina.viz on tiny inputs: the boxes land where the pixels say."""
+"""Figures of retina.analysis.viz on tiny inputs: the boxes land where the pixels say."""
 
 import matplotlib
 
@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from retina.viz import (  # noqa: E402
+from retina.analysis.viz import (  # noqa: E402
     box_with_distributions,
     compare_figure,
     crop_around,

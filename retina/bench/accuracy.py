@@ -18,9 +18,9 @@ import lightning as L
 from hydra.utils import instantiate
 
 from retina.bench.reference import TorchvisionTask, torchvision_mobilenet_retinanet
-from retina.config import compose_run
-from retina.lit import CocoDetectionTask
-from retina.train import build
+from retina.training.config import compose_run
+from retina.training.module import CocoDetectionTask
+from retina.training.run import build
 
 EXPERIMENTS = {"retinanet": "neon_retinanet", "gfl": "neon_gfl", "torchvision": "neon_retinanet"}
 

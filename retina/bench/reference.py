@@ -19,7 +19,8 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from retina.lit import Batch, CocoDetectionTask, scale_to_original
+from retina.ops.levels import scale_to_original
+from retina.training.module import Batch, CocoDetectionTask
 
 
 def torchvision_mobilenet_retinanet(

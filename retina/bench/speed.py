@@ -11,19 +11,21 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection import retinanet_resnet50_fpn
 
-from retina.boxes import DeltaCoder
-from retina.criterion import RetinaNetCriterion
+from retina.losses.retinanet import RetinaNetCriterion
 from retina.model.anchors import AnchorGenerator
 from retina.model.backbone import resnet
 from retina.model.detector import Detector
-from retina.model.head import RetinaHead, flatten_levels
-from retina.postprocess import Postprocess
+from retina.model.head import RetinaHead
+from retina.ops.boxes import DeltaCoder
+from retina.ops.levels import flatten_levels
+from retina.ops.postprocess import Postprocess
 
 NUM_CLASSES = 91  # torchvision's COCO head
 
@@ -33,7 +35,8 @@ def ours(num_classes: int = NUM_CLASSES, frozen: bool = False) -> tuple[Detector
     """Our RetinaNet-R50-FPN in torchvision's random-init setup (BatchNorm, all stages
     trainable, P6 from P5); ``frozen``: the fine-tuning setup (frozen BN, stem frozen)."""
     backbone = resnet(50, weights=None, frozen_bn=frozen, freeze_stages=2 if frozen else 0)
-    return Detector(backbone, RetinaHead(num_classes), p6p7_from="p5"), AnchorGenerator()
+    anchors = AnchorGenerator()
+    return Detector(backbone, partial(RetinaHead, num_classes), anchors, p6p7_from="p5"), anchors
 
 
 def theirs(size: int, num_classes: int = NUM_CLASSES) -> torch.nn.Module:

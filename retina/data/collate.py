@@ -8,9 +8,14 @@ import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as F
 
+# Padded batch sides are multiples of this by default: the stride of P7, the coarsest level,
+# so every level's map covers the input exactly. The one default (the datamodule, export
+# metadata and the predictor read it); data configs may trade it for less padding (NEON: 32).
+SIZE_DIVISIBLE = 128
+
 
 def collate(
-    batch: list[tuple[Tensor, dict[str, Any]]], size_divisible: int = 128
+    batch: list[tuple[Tensor, dict[str, Any]]], size_divisible: int = SIZE_DIVISIBLE
 ) -> dict[str, Tensor]:
     """Pad images and targets of a batch to common shapes.
 

@@ -33,7 +33,7 @@ FORMATS = ("voc", "yolo")
 # Bump when the converted output changes for the same input: cached files are rebuilt.
 CONVERTER_VERSION = 1
 # (cache file, fingerprint) pairs whose report this process has logged: Lightning and
-# `retina.train.build` both call prepare_data, and the report is wanted once per run.
+# `retina.training.run.build` both call prepare_data, and the report is wanted once per run.
 _reported: set[tuple[Path, str]] = set()
 
 

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from retina.data.coco import CocoDetection
-from retina.data.collate import collate
+from retina.data.collate import SIZE_DIVISIBLE, collate
 from retina.data.transforms import eval_transforms, train_transforms
 
 
@@ -104,7 +104,7 @@ class DetectionDataModule(L.LightningDataModule):
         vflip: float = 0.0,
         photometric: bool = False,
         rot90: float = 0.0,
-        size_divisible: int = 128,
+        size_divisible: int = SIZE_DIVISIBLE,
         prepare: Callable[[], object] | None = None,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,

@@ -23,12 +23,14 @@ import logging
 import os
 import shutil
 import tempfile
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from retina.data.validate import ImageRecord, Report, records_to_coco
+from retina.data.voc import read_boxes
 
 log = logging.getLogger(__name__)
 
@@ -82,25 +84,6 @@ def deepforest_data_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "data"
 
 
-def read_voc_boxes(xml_file: Path) -> np.ndarray:
-    """Read all boxes of a Pascal VOC XML file, whatever their label.
-
-    Coordinates are taken as given (pixel edges, as deepforest does).
-
-    Args:
-        xml_file: Path of the VOC annotation.
-
-    Returns:
-        Boxes ``(n, 4)`` float64, xyxy in image pixels.
-    """
-    root = ET.parse(xml_file).getroot()
-    boxes = [
-        [float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
-        for obj in root.iter("object")
-    ]
-    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)  # (n, 4)
-
-
 def assign_boxes_to_tile(
     boxes: np.ndarray, x0: float, y0: float, x1: float, y1: float
 ) -> np.ndarray:
@@ -151,44 +134,55 @@ def tile_origins(width: int, height: int, tile: int) -> list[tuple[int, int, int
     ]
 
 
+def _tile_scene(scene: Scene, src: Path, out: Path, tile: int) -> list[ImageRecord]:
+    """Cut one scene into tiles, save those with boxes as PNG under ``out``.
+
+    Args:
+        scene: The source scene.
+        src: The deepforest data folder (``<stem>.png`` and ``<stem>.xml``).
+        out: Folder of the split's tiles.
+        tile: Tile side in pixels.
+
+    Returns:
+        One `ImageRecord` per saved tile, boxes ``(m, 4)`` xyxy in tile pixels, class "Tree".
+
+    Raises:
+        RuntimeError: If the XML does not hold ``scene.num_boxes`` boxes.
+    """
+    xml_file = src / f"{scene.stem}.xml"
+    boxes = read_boxes(xml_file)  # (n, 4)
+    if len(boxes) != scene.num_boxes:
+        raise RuntimeError(
+            f"{xml_file} has {len(boxes)} boxes, expected {scene.num_boxes}: "
+            f"is deepforest=={DEEPFOREST_VERSION} installed?"
+        )
+    with Image.open(src / f"{scene.stem}.png") as im:
+        image = im.convert("RGB")
+    records = []
+    for x0, y0, x1, y1 in tile_origins(image.width, image.height, tile):
+        tile_boxes = assign_boxes_to_tile(boxes, x0, y0, x1, y1)  # (m, 4)
+        if len(tile_boxes) == 0:
+            continue
+        name = f"{scene.short}_x{x0:04d}_y{y0:04d}.png"
+        image.crop((x0, y0, x1, y1)).save(out / name)
+        m = len(tile_boxes)
+        cats = np.full(m, CATEGORY["id"], np.int64)  # (m,)
+        records.append(
+            ImageRecord(name, x1 - x0, y1 - y0, tile_boxes, cats, np.zeros(m, bool), xml_file.name)
+        )
+    return records
+
+
 def _write_split(scenes: tuple[Scene, ...], src: Path, out: Path, split: str, tile: int) -> dict:
     """Tile the scenes of one split, save the PNG tiles under ``out/split`` and return COCO."""
     (out / split).mkdir(parents=True)
-    tiles: list[tuple[str, int, int, np.ndarray]] = []  # (file name, width, height, boxes)
-    for scene in scenes:
-        boxes = read_voc_boxes(src / f"{scene.stem}.xml")  # (n, 4)
-        if len(boxes) != scene.num_boxes:
-            raise RuntimeError(
-                f"{src / scene.stem}.xml has {len(boxes)} boxes, expected {scene.num_boxes}: "
-                f"is deepforest=={DEEPFOREST_VERSION} installed?"
-            )
-        with Image.open(src / f"{scene.stem}.png") as im:
-            image = im.convert("RGB")
-        for x0, y0, x1, y1 in tile_origins(image.width, image.height, tile):
-            tile_boxes = assign_boxes_to_tile(boxes, x0, y0, x1, y1)  # (m, 4)
-            if len(tile_boxes) == 0:
-                continue
-            name = f"{scene.short}_x{x0:04d}_y{y0:04d}.png"
-            image.crop((x0, y0, x1, y1)).save(out / split / name)
-            tiles.append((name, x1 - x0, y1 - y0, tile_boxes))
-
+    records = [r for scene in scenes for r in _tile_scene(scene, src, out / split, tile)]
     # Stable ids: images sorted by file name, annotations in image order then XML order.
-    images, annotations = [], []
-    tiles.sort(key=lambda t: t[0])
-    for image_id, (name, width, height, tile_boxes) in enumerate(tiles, start=1):
-        images.append({"id": image_id, "file_name": name, "width": width, "height": height})
-        for xa, ya, xb, yb in tile_boxes.tolist():
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": CATEGORY["id"],
-                    "bbox": [xa, ya, xb - xa, yb - ya],
-                    "area": (xb - xa) * (yb - ya),
-                    "iscrowd": 0,
-                }
-            )
-    return {"images": images, "annotations": annotations, "categories": [dict(CATEGORY)]}
+    records.sort(key=lambda r: r.file_name)
+    report = Report(f"neon {split}")
+    coco = records_to_coco(records, [dict(CATEGORY)], report)
+    report.log(log)
+    return coco
 
 
 def _version_marker(tile: int) -> str:

@@ -134,6 +134,29 @@ def _objects(
     )
 
 
+def read_boxes(xml_file: Path, one_based: bool = False) -> np.ndarray:
+    """Boxes of every object of one VOC XML file, whatever its class or ``<difficult>``.
+
+    For annotations outside the ``Annotations/`` + ``JPEGImages/`` layout of `read_voc`
+    (e.g. the flat deepforest data folder). Coordinates are read as in `read_voc`.
+
+    Args:
+        xml_file: The VOC annotation.
+        one_based: Shift ``xmin``/``ymin`` by -1 (see `read_voc`).
+
+    Returns:
+        ``(n, 4)`` float64 boxes xyxy in image pixels, in file order.
+
+    Raises:
+        AnnotationError: If the file is missing or not valid XML, or an object has no
+            numeric ``<bndbox>`` or a ``<difficult>`` other than 0/1.
+    """
+    tree = parse_xml(xml_file)
+    label_of = {(obj.findtext("name") or "").strip(): 1 for obj in tree.findall("object")}
+    boxes, _, _ = _objects(tree, xml_file, label_of, "keep", one_based)  # (n, 4)
+    return boxes
+
+
 def read_voc(
     root: str | Path,
     split: str | None,

@@ -85,7 +85,7 @@ def build_graph(predictor: Predictor, input_size: tuple[int, int] | None = None)
         detector = copy.deepcopy(detector).cpu()
     with torch.no_grad():  # batch 2: GroupNorm refuses one value per group (1x1 P7, batch 1)
         cls_maps, _ = detector(torch.zeros(2, 3, *padded))
-    anchors = predictor.anchors([tuple(c.shape[-2:]) for c in cls_maps], torch.device("cpu"))
+    anchors = detector.level_anchors(cls_maps)
     return DetectionGraph(detector, predictor.postprocess, anchors, (h, w), padded).eval()
 
 

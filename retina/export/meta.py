@@ -13,12 +13,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retina.data.datamodule import DetectionDataModule
+from omegaconf import OmegaConf
+
+from retina.data.collate import SIZE_DIVISIBLE
+from retina.training.checkpoint import run_config, upgrade_model_config
 
 MARKER = "retina-detector"  # the ``format`` value of every sidecar
-FORMAT_VERSION = 1
+# 2: ``model`` holds ``detector`` (with its anchors), ``coder``, ``postprocess``; version 1
+# (``anchors`` beside the detector, the coder in the postprocess) is read and upgraded.
+FORMAT_VERSION = 2
+READS_VERSIONS = (1, 2)
 # The parts of the run config's ``model`` that build the inference path.
-MODEL_PARTS = ("detector", "anchors", "postprocess")
+MODEL_PARTS = ("detector", "coder", "postprocess")
 
 
 def package_version() -> str:
@@ -34,8 +40,8 @@ class ExportMeta:
     """Everything needed to rebuild and use a detector, as plain JSON-able values.
 
     Attributes:
-        model: Hydra configs of ``detector`` (backbone weights null), ``anchors`` and
-            ``postprocess`` (score / NMS thresholds, top-k, max detections).
+        model: Hydra configs of ``detector`` (backbone weights null; with its anchors),
+            ``coder`` and ``postprocess`` (score / NMS thresholds, top-k, max detections).
         class_names: name of each contiguous label 0..K-1.
         cat_ids: dataset category id of each label.
         size: fixed square input side of the eval resize, or None.
@@ -56,7 +62,7 @@ class ExportMeta:
     size: int | None = None
     min_size: int | None = None
     max_size: int | None = None
-    size_divisible: int = 128
+    size_divisible: int = SIZE_DIVISIBLE
     pixel_mean: list[float] | None = None
     pixel_std: list[float] | None = None
     retina_version: str = field(default_factory=package_version)
@@ -80,13 +86,15 @@ class ExportMeta:
             raise ValueError(f"{origin}: retina export metadata is not JSON ({err})") from None
         if not isinstance(data, dict) or data.get("format") != MARKER:
             raise ValueError(f"{origin} is not retina export metadata (no format {MARKER!r})")
-        if data.get("format_version") != FORMAT_VERSION:
+        if data.get("format_version") not in READS_VERSIONS:
             raise ValueError(
                 f"{origin} has export format version {data.get('format_version')}; this retina "
-                f"({package_version()}) reads version {FORMAT_VERSION}"
+                f"({package_version()}) reads versions {list(READS_VERSIONS)}"
             )
         known = set(inspect.signature(cls).parameters)
         args = {k: v for k, v in data.items() if k in known}
+        if isinstance(args.get("model"), dict):
+            args["model"] = upgrade_model_config(args["model"])
         missing = [k for k in ("model", "class_names", "cat_ids") if k not in args]
         parts = [p for p in MODEL_PARTS if p not in args.get("model", {})]
         if missing or parts:
@@ -96,15 +104,10 @@ class ExportMeta:
         return cls(**args)
 
 
-def default_size_divisible() -> int:
-    """``DetectionDataModule``'s default, for run configs that do not set it."""
-    return inspect.signature(DetectionDataModule).parameters["size_divisible"].default
-
-
 def meta_from_checkpoint(ckpt: dict, path: str | Path) -> ExportMeta:
-    """The metadata of a ``retina.train`` checkpoint (see ``retina.eval.load_checkpoint``)."""
+    """The metadata of a ``retina.train`` checkpoint (see ``retina.training.checkpoint``)."""
     hp = ckpt["hyper_parameters"]
-    run = json.loads(hp["run_config"])
+    run = OmegaConf.to_container(run_config(ckpt))
     model = {part: run["model"][part] for part in MODEL_PARTS}
     if model["detector"]["head"].get("background_class"):
         raise ValueError(
@@ -120,7 +123,7 @@ def meta_from_checkpoint(ckpt: dict, path: str | Path) -> ExportMeta:
         size=data.get("size"),
         min_size=data.get("min_size"),
         max_size=data.get("max_size"),
-        size_divisible=int(data.get("size_divisible") or default_size_divisible()),
+        size_divisible=int(data.get("size_divisible") or SIZE_DIVISIBLE),
         source={"checkpoint": str(path), "epoch": ckpt.get("epoch"),
                 "global_step": ckpt.get("global_step")},
     )

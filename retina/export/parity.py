@@ -20,11 +20,11 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torchvision.ops import box_iou
 
-from retina.coco_eval import coco_evaluate, to_coco_results
 from retina.data.coco import load_coco, read_rgb
 from retina.export.formats import export
 from retina.export.predictor import Detections, Predictor, from_checkpoint
 from retina.export.runtimes import GraphPredictor, load
+from retina.training.coco_eval import coco_evaluate, to_coco_results
 
 log = logging.getLogger(__name__)
 

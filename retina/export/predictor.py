@@ -12,12 +12,11 @@ from torchvision import tv_tensors
 
 from retina.data.collate import collate
 from retina.data.transforms import eval_transforms
-from retina.eval import load_checkpoint
 from retina.export.meta import ExportMeta, meta_from_checkpoint
-from retina.lit import scale_to_original
-from retina.model.anchors import AnchorGenerator
 from retina.model.detector import Detector
-from retina.postprocess import Postprocess
+from retina.ops.levels import scale_to_original
+from retina.ops.postprocess import Postprocess
+from retina.training.checkpoint import load_checkpoint, module_from_checkpoint
 
 Images = Tensor | list[Tensor]  # uint8 (B, 3, H, W), or a list of (3, H_i, W_i)
 Detections = list[dict[str, Tensor]]
@@ -37,15 +36,15 @@ def image_list(images: Images) -> list[Tensor]:
     return list(images)
 
 
-def build_parts(meta: ExportMeta) -> tuple[Detector, AnchorGenerator, Postprocess]:
-    """Detector (random init), anchor generator and postprocess from ``meta.model``."""
+def build_parts(meta: ExportMeta) -> tuple[Detector, Postprocess]:
+    """Detector (random init, with its anchors) and postprocess from ``meta.model``."""
     cfg = OmegaConf.create(meta.model)
     cfg.detector.backbone.weights = None
     cfg.detector.head.num_classes = meta.num_classes
     norm = {k: tuple(v) for k, v in (("pixel_mean", meta.pixel_mean),
                                      ("pixel_std", meta.pixel_std)) if v is not None}
     detector = instantiate(cfg.detector, **norm)
-    return detector, instantiate(cfg.anchors), instantiate(cfg.postprocess)
+    return detector, instantiate(cfg.postprocess)(coder=instantiate(cfg.coder))
 
 
 class Predictor:
@@ -57,8 +56,7 @@ class Predictor:
     postprocessed, and mapped back to the pixels of the given image.
 
     Args:
-        detector: the network, weights loaded.
-        anchors: the anchor generator of the training run.
+        detector: the network, weights loaded, with the anchors of the training run.
         postprocess: decoder + NMS with the thresholds to use.
         meta: classes and input rules.
         device: where to run.
@@ -69,12 +67,11 @@ class Predictor:
     """
 
     def __init__(
-        self, detector: Detector, anchors: AnchorGenerator, postprocess: Postprocess,
-        meta: ExportMeta, device: str | torch.device = "cpu",
+        self, detector: Detector, postprocess: Postprocess, meta: ExportMeta,
+        device: str | torch.device = "cpu",
     ) -> None:
         self.device = torch.device(device)
         self.detector = detector.eval().to(self.device)
-        self.anchors = anchors
         self.postprocess = postprocess
         self.meta = meta
         self.transforms = eval_transforms(meta.size, meta.min_size, meta.max_size)
@@ -130,7 +127,7 @@ class Predictor:
         """
         batch = self.preprocess(images)
         cls_maps, box_maps = self.detector(batch["images"])
-        anchors = self.anchors([tuple(c.shape[-2:]) for c in cls_maps], self.device)
+        anchors = self.detector.level_anchors(cls_maps)
         dets = self.postprocess(cls_maps, box_maps, anchors, batch["image_sizes"])
         return scale_to_original(dets, batch["image_sizes"], batch["orig_sizes"])
 
@@ -138,21 +135,26 @@ class Predictor:
 def from_parts(meta: ExportMeta, state_dict: dict[str, Tensor], origin: str | Path,
                device: str | torch.device = "cpu") -> Predictor:
     """A Predictor from metadata and the Detector's state dict (errors name ``origin``)."""
-    detector, anchors, postprocess = build_parts(meta)
+    detector, postprocess = build_parts(meta)
     missing, unexpected = detector.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
         raise ValueError(
             f"{origin}: weights do not fit the model in its metadata: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
-    meta.pixel_mean = detector.pixel_mean.flatten().tolist()
-    meta.pixel_std = detector.pixel_std.flatten().tolist()
-    return Predictor(detector, anchors, postprocess, meta, device)
+    return with_normalisation(Predictor(detector, postprocess, meta, device))
+
+
+def with_normalisation(predictor: Predictor) -> Predictor:
+    """Record the Detector's input normalisation in the predictor's metadata."""
+    predictor.meta.pixel_mean = predictor.detector.pixel_mean.flatten().tolist()
+    predictor.meta.pixel_std = predictor.detector.pixel_std.flatten().tolist()
+    return predictor
 
 
 def from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
     """A Predictor from a ``retina.train`` checkpoint (read with ``weights_only=True``)."""
     ckpt = load_checkpoint(path)
-    prefix = "detector."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    return from_parts(meta_from_checkpoint(ckpt, path), state, path, device)
+    meta = meta_from_checkpoint(ckpt, path)
+    module = module_from_checkpoint(ckpt)
+    return with_normalisation(Predictor(module.detector, module.postprocess, meta, device))

@@ -25,7 +25,7 @@ from retina.export.predictor import (
     from_parts,
     image_list,
 )
-from retina.lit import scale_to_original
+from retina.ops.levels import scale_to_original
 
 SUFFIXES = {
     ".json": "safetensors", ".safetensors": "safetensors", ".pt": "torchscript",

@@ -3,14 +3,13 @@
 Output contract of every head: ``(cls_maps, box_maps)``, two lists over levels of
 raw conv outputs ``(B, A * K, H_l, W_l)`` and ``(B, A * C, H_l, W_l)``, where A is
 anchors per location, K classes and C box channels (4 deltas for RetinaNet).
-:func:`flatten_levels` turns them into the anchor layout ``(B, sum(H_l W_l A), .)``.
+:func:`retina.ops.levels.flatten_levels` turns them into the anchor layout.
 """
 
 from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor, nn
 
 
@@ -50,7 +49,8 @@ class RetinaHead(nn.Module):
 
     Args:
         num_classes: K foreground classes (no background index).
-        num_anchors: A anchors per location.
+        num_anchors: A anchors per location (the Detector passes its anchor generator's).
+        num_levels: pyramid levels (all share the head's weights).
         in_channels: FPN channels.
         channels: subnet width.
         num_convs: convs per subnet before the predictor.
@@ -67,6 +67,7 @@ class RetinaHead(nn.Module):
         self,
         num_classes: int,
         num_anchors: int = 9,
+        num_levels: int = 5,
         in_channels: int = 256,
         channels: int = 256,
         num_convs: int = 4,
@@ -98,36 +99,3 @@ class RetinaHead(nn.Module):
         cls_maps = [self.cls_pred(self.cls_subnet(f)) for f in feats]
         box_maps = [self.box_pred(self.box_subnet(f)) for f in feats]
         return cls_maps, box_maps
-
-
-def flatten_levels(maps: list[Tensor], channels: int) -> Tensor:
-    """[(B, A*C, H_l, W_l)] -> (B, sum(H_l W_l A), C), positions outer, anchors inner."""
-    out = []
-    for m in maps:
-        b, _, h, w = m.shape
-        m = m.view(b, -1, channels, h, w)  # (B, A, C, H, W)
-        out.append(m.permute(0, 3, 4, 1, 2).reshape(b, -1, channels))  # (B, HWA, C)
-    return torch.cat(out, dim=1)
-
-
-def foreground_logits(cls_maps: list[Tensor], num_classes: int) -> list[Tensor]:
-    """Softmax maps with a background channel -> per-class logits log(p / (1 - p)).
-
-    The sigmoid of the result is each foreground class's softmax probability, so the
-    sigmoid-based postprocess and COCO evaluation work unchanged.
-
-    Args:
-        cls_maps: per level (B, A*(K+1), H_l, W_l), channel 0 of each anchor background.
-        num_classes: K.
-
-    Returns:
-        per level (B, A*K, H_l, W_l).
-    """
-    out = []
-    for m in cls_maps:
-        b, _, h, w = m.shape
-        logp = m.float().view(b, -1, num_classes + 1, h, w).log_softmax(dim=2)  # (B, A, K+1, H, W)
-        fg = logp[:, :, 1:]  # (B, A, K, H, W) log p
-        logit = fg - torch.log1p(-fg.exp().clamp(max=1 - 1e-7))  # log p - log(1 - p)
-        out.append(logit.reshape(b, -1, h, w).to(m.dtype))
-    return out

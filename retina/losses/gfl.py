@@ -6,13 +6,13 @@ import torch
 from torch import Tensor
 from torchvision.ops import generalized_box_iou_loss
 
-from retina.assigner import ATSSAssigner
-from retina.boxes import DistanceCoder, paired_iou
-from retina.losses import distribution_focal_loss, normalizer, quality_focal_loss
-from retina.matcher import at_least_one_row
+from retina.assign import ATSSAssigner
+from retina.losses.criterion import Criterion
+from retina.losses.functional import distribution_focal_loss, normalizer, quality_focal_loss
+from retina.ops.boxes import DistanceCoder, paired_iou
 
 
-class GFLCriterion:
+class GFLCriterion(Criterion):
     """Losses of Generalized Focal Loss (Li et al., 2020).
 
     - ``loss_cls``: quality focal loss over all anchors and classes; the target of a
@@ -28,8 +28,9 @@ class GFLCriterion:
     unconfident positives (early training, sparse images).
 
     Args:
-        assigner: anchor assignment.
-        coder: distance coder (its ``reg_max`` fixes the box channels 4 * (R+1)).
+        assigner: anchor assignment (ATSS by default).
+        coder: distance coder (its ``reg_max`` fixes the box channels 4 * (R+1); the model
+            passes its own).
         beta: quality focal loss beta.
         dfl_weight: multiplier of the DFL.
         giou_weight: multiplier of the GIoU loss.
@@ -37,26 +38,25 @@ class GFLCriterion:
 
     def __init__(
         self,
-        assigner: ATSSAssigner | None = None,
+        assigner=None,
         coder: DistanceCoder | None = None,
         beta: float = 2.0,
         dfl_weight: float = 0.25,
         giou_weight: float = 2.0,
     ) -> None:
-        self.assigner = assigner or ATSSAssigner()
-        self.coder = coder or DistanceCoder()
+        super().__init__(assigner or ATSSAssigner(), coder or DistanceCoder())
         self.beta = beta
         self.dfl_weight = dfl_weight
         self.giou_weight = giou_weight
 
-    def __call__(
+    def forward(
         self,
         cls_logits: Tensor,
         box_reg: Tensor,
         anchors: Tensor,
         gt_boxes: Tensor,
         gt_labels: Tensor,
-        level_sizes: list[int],
+        level_sizes: list[int] | None = None,
     ) -> dict[str, Tensor]:
         """Losses for one batch.
 
@@ -66,7 +66,7 @@ class GFLCriterion:
             anchors: (N, 4) anchors of all levels.
             gt_boxes: (B, M, 4) padded ground-truth boxes.
             gt_labels: (B, M) labels 0..K-1, -1 for padding.
-            level_sizes: anchors per level (ATSS picks candidates per level).
+            level_sizes: anchors per level (ATSS picks candidates per level; None: one).
 
         Returns:
             ``loss_cls``, ``loss_box``, ``loss_dfl`` (normalised) and ``num_fg``
@@ -78,19 +78,14 @@ class GFLCriterion:
                 f"box outputs have {box_reg.shape[-1]} channels but the coder's reg_max="
                 f"{self.coder.reg_max} needs 4 * {bins}"
             )
-        gt_boxes, gt_labels = at_least_one_row(gt_boxes, gt_labels)
         b, n, k = cls_logits.shape
-        matches = self.assigner(anchors, level_sizes, gt_boxes, gt_labels)  # (B, N)
-        fg = matches >= 0
-        b_idx, a_idx = fg.nonzero(as_tuple=True)  # (F,), (F,)
-        gt_idx = matches[b_idx, a_idx]
-        matched = gt_boxes[b_idx, gt_idx].float()  # (F, 4)
+        t = self.targets(anchors, level_sizes, gt_boxes, gt_labels)
+        b_idx, a_idx, matched = t.b_idx, t.a_idx, t.boxes  # (F,), (F,), (F, 4)
         fg_anchors = anchors[a_idx]  # (F, 4)
         pred_reg = box_reg[b_idx, a_idx]  # (F, 4 * (R+1))
         pred_boxes = self.coder.decode(pred_reg, fg_anchors)  # (F, 4) float32
 
-        labels = torch.full((b, n), k, dtype=torch.long, device=cls_logits.device)
-        labels[b_idx, a_idx] = gt_labels[b_idx, gt_idx]
+        labels = t.labels.masked_fill(t.labels < 0, k)  # (B, N) background (and ignored): K
         scores = torch.zeros((b, n), dtype=torch.float32, device=cls_logits.device)
         scores[b_idx, a_idx] = paired_iou(pred_boxes.detach(), matched)
         loss_cls = quality_focal_loss(
@@ -106,7 +101,7 @@ class GFLCriterion:
         # summed in float32 so that a large fp16 sum cannot make 0 * inf = NaN.
         touch = 0.0 * box_reg.sum(dtype=torch.float32)
 
-        num_fg = fg.sum()
+        num_fg = b_idx.new_tensor(len(b_idx))
         norm = normalizer(num_fg)
         weight_norm = normalizer(weights.sum())
         return {

@@ -1,42 +1,14 @@
-"""Anchor-to-ground-truth assignment by IoU, batched over images.
-
-Match convention (one long per anchor): ``>= 0`` is the index of the matched
-ground-truth box (foreground), :data:`BACKGROUND` (-1) and :data:`IGNORE` (-2).
-"""
+"""RetinaNet's assignment: anchors matched to ground truth by IoU, batched over images."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.ops import box_iou
 
-BACKGROUND = -1
-IGNORE = -2
+from retina.assign.common import BACKGROUND, IGNORE, batched_iou
 
 
-def batched_iou(gt_boxes: Tensor, anchors: Tensor) -> Tensor:
-    """IoU of padded per-image ground truth against shared anchors.
-
-    Args:
-        gt_boxes: (B, M, 4).
-        anchors: (N, 4).
-
-    Returns:
-        (B, M, N).
-    """
-    b, m, _ = gt_boxes.shape
-    return box_iou(gt_boxes.reshape(-1, 4), anchors).reshape(b, m, anchors.shape[0])
-
-
-def at_least_one_row(gt_boxes: Tensor, gt_labels: Tensor) -> tuple[Tensor, Tensor]:
-    """A batch without any box gets one padding row, so gathers by gt index stay valid."""
-    if gt_labels.shape[1] > 0:
-        return gt_boxes, gt_labels
-    b = gt_labels.shape[0]
-    return gt_boxes.new_zeros(b, 1, 4), gt_labels.new_full((b, 1), -1)
-
-
-class MaxIoUMatcher:
+class MaxIoUAssigner:
     """RetinaNet's matcher: IoU >= ``fg_iou`` foreground, < ``bg_iou`` background.
 
     Anchors in between are ignored. With ``allow_low_quality`` every ground-truth
@@ -56,7 +28,7 @@ class MaxIoUMatcher:
         self.bg_iou = bg_iou
         self.allow_low_quality = allow_low_quality
 
-    def __call__(self, iou: Tensor, valid: Tensor) -> Tensor:
+    def match(self, iou: Tensor, valid: Tensor) -> Tensor:
         """Match anchors given IoUs.
 
         Args:
@@ -79,6 +51,18 @@ class MaxIoUMatcher:
             matches = torch.where(is_best.any(dim=1), best_gt, matches)  # (B, N)
         return matches
 
-    def match_boxes(self, gt_boxes: Tensor, gt_labels: Tensor, anchors: Tensor) -> Tensor:
-        """Match padded ground truth (B, M, 4) with labels (B, M) (-1 = padding)."""
-        return self(batched_iou(gt_boxes, anchors), gt_labels >= 0)
+    def __call__(
+        self, anchors: Tensor, level_sizes: list[int], gt_boxes: Tensor, gt_labels: Tensor
+    ) -> Tensor:
+        """Assign anchors to padded ground truth (see :mod:`retina.assign`).
+
+        Args:
+            anchors: (N, 4) anchors of all levels.
+            level_sizes: anchors per level (unused: IoU needs no levels).
+            gt_boxes: (B, M, 4) padded ground-truth boxes.
+            gt_labels: (B, M) labels, -1 for padding rows.
+
+        Returns:
+            (B, N) long: gt index, BACKGROUND or IGNORE.
+        """
+        return self.match(batched_iou(gt_boxes, anchors), gt_labels >= 0)

@@ -12,6 +12,7 @@ class AmbiguousDetection(NamedTuple):
     """One detection to review; pixels as in the detections given."""
 
     image_id: int
+    index: int  # place in that image's detections
     label: int
     box: Tensor  # (4,) x1y1x2y2
     score: float
@@ -39,16 +40,17 @@ def relative_spread(boxes: Tensor, spread: Tensor, min_size: float = 1.0) -> Ten
 def most_ambiguous(
     image_ids: list[int],
     detections: list[dict[str, Tensor]],
-    k: int = 20,
+    k: int | None = 20,
     min_score: float = 0.3,
 ) -> list[AmbiguousDetection]:
-    """The ``k`` detections with the most uncertain boxes over a list of images.
+    """The ``k`` detections with the most uncertain boxes over a list of images (all of them
+    scoring >= ``min_score``, most uncertain first, when ``k`` is None).
 
     Args:
         image_ids: id of each image.
         detections: per image ``boxes`` (D, 4), ``scores`` (D,), ``labels`` (D,) and
             ``spread`` (D, 4), as returned by ``Postprocess`` with a ``DistanceCoder``.
-        k: how many to return.
+        k: how many to return (None: all that score >= ``min_score``).
         min_score: only detections scoring at least this (low scores are uncertain anyway).
 
     Returns:
@@ -62,14 +64,17 @@ def most_ambiguous(
         raise ValueError("detections carry no 'spread': use a model whose coder has one (GFL)")
     counts = torch.tensor([len(d["scores"]) for d in detections], dtype=torch.long)
     ids = torch.repeat_interleave(torch.tensor(image_ids, dtype=torch.long), counts)  # (D,)
+    starts = torch.repeat_interleave(counts.cumsum(0) - counts, counts)  # (D,)
+    index = torch.arange(len(ids)) - starts  # (D,) place within its image
     boxes = torch.cat([d["boxes"].detach().float().cpu() for d in detections])  # (D, 4)
     spread = torch.cat([d["spread"].detach().float().cpu() for d in detections])  # (D, 4)
     scores = torch.cat([d["scores"].detach().float().cpu() for d in detections])  # (D,)
     labels = torch.cat([d["labels"].detach().cpu() for d in detections])  # (D,)
     uncertainty = relative_spread(boxes, spread).masked_fill(scores < min_score, -1.0)
-    top = uncertainty.topk(min(k, int((scores >= min_score).sum()))).indices
+    passing = int((scores >= min_score).sum())
+    top = uncertainty.topk(passing if k is None else min(k, passing)).indices
     return [
-        AmbiguousDetection(int(ids[i]), int(labels[i]), boxes[i], float(scores[i]), spread[i],
-                           float(uncertainty[i]))
+        AmbiguousDetection(int(ids[i]), int(index[i]), int(labels[i]), boxes[i], float(scores[i]),
+                           spread[i], float(uncertainty[i]))
         for i in top.tolist()
     ]

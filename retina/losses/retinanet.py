@@ -1,5 +1,6 @@
-"""Training criteria of RetinaNet: anchors matched by IoU, a box loss on the foreground
-anchors and one of several classification losses.
+"""Training criteria of RetinaNet: anchors assigned by IoU (or any assigner of
+:mod:`retina.assign`), a box loss on the foreground anchors and one of several
+classification losses.
 
 :class:`AnchorCriterion` does the matching and the box loss; each subclass only
 implements ``cls_loss(logits, labels, norm)``:
@@ -10,7 +11,8 @@ implements ``cls_loss(logits, labels, norm)``:
 - :class:`GHMCriterion`: gradient harmonizing BCE (``loss=ghm``).
 
 Criteria with ``background_class = True`` read K+1 class channels per anchor, channel 0
-the background (the head's ``background_class``); the others read K sigmoid channels.
+the background (``retina.training.run.build`` gives the head that channel); the others read
+K sigmoid channels.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from retina.boxes import DeltaCoder
-from retina.losses import (
-    IGNORE_LABEL,
+from retina.assign import IGNORE, MaxIoUAssigner
+from retina.losses.criterion import Criterion
+from retina.losses.functional import (
     box_regression_loss,
     focal_loss_from_labels,
     ghm_bin_index,
@@ -31,7 +33,7 @@ from retina.losses import (
     ohem_cross_entropy,
     softmax_focal_loss,
 )
-from retina.matcher import BACKGROUND, IGNORE, MaxIoUMatcher, at_least_one_row
+from retina.ops.boxes import DeltaCoder
 
 
 def _check_alpha_gamma(alpha: float, gamma: float) -> None:
@@ -41,37 +43,31 @@ def _check_alpha_gamma(alpha: float, gamma: float) -> None:
         raise ValueError(f"loss.alpha must be in [0, 1] (or negative: off), got {alpha!r}")
 
 
-class AnchorCriterion(nn.Module):
-    """IoU matching + box loss over foreground anchors + a classification loss (a hook).
+class AnchorCriterion(Criterion):
+    """Assignment + box loss over foreground anchors + a classification loss (a hook).
 
     Both losses are divided by the number of foreground anchors in the batch (mean over
     processes under DDP, floored at 1), unless the hook normalises its own way.
-    An nn.Module, so that state (class weights, GHM's histogram) is a buffer saved with
-    the checkpoint.
 
     Args:
-        matcher: anchor assignment.
-        coder: box coder (deltas for smooth-L1 / L1).
+        assigner: anchor assignment (RetinaNet's IoU matching by default).
+        coder: box coder (deltas for smooth-L1 / L1; the model passes its own).
         box_loss: "smooth_l1" | "l1" | "giou".
         smooth_l1_beta: smooth-L1 transition point.
         box_weight: multiplier of the box loss.
     """
 
-    background_class = False  # class logits have a background channel 0
-
     def __init__(
         self,
-        matcher: MaxIoUMatcher | None = None,
+        assigner=None,
         coder: DeltaCoder | None = None,
         box_loss: str = "smooth_l1",
         smooth_l1_beta: float = 0.1,
         box_weight: float = 1.0,
     ) -> None:
-        super().__init__()
+        super().__init__(assigner or MaxIoUAssigner(), coder or DeltaCoder())
         if box_loss not in ("smooth_l1", "l1", "giou"):
             raise ValueError(f"loss.box_loss must be smooth_l1, l1 or giou, got {box_loss!r}")
-        self.matcher = matcher or MaxIoUMatcher()
-        self.coder = coder or DeltaCoder()
         self.box_loss = box_loss
         self.smooth_l1_beta = smooth_l1_beta
         self.box_weight = box_weight
@@ -98,7 +94,7 @@ class AnchorCriterion(nn.Module):
         gt_labels: Tensor,
         level_sizes: list[int] | None = None,
     ) -> dict[str, Tensor]:
-        """Losses for one batch.
+        """Losses for one batch (the call of :mod:`retina.losses.criterion`).
 
         Args:
             cls_logits: (B, N, K) (or (B, N, K+1)) flattened class logits.
@@ -106,30 +102,22 @@ class AnchorCriterion(nn.Module):
             anchors: (N, 4) anchors of all levels.
             gt_boxes: (B, M, 4) padded ground-truth boxes.
             gt_labels: (B, M) labels 0..K-1, -1 for padding.
-            level_sizes: anchors per level (unused: IoU matching needs no levels).
+            level_sizes: anchors per level (None: one level; IoU matching needs none).
 
         Returns:
             ``loss_cls``, ``loss_box`` (normalised) and ``num_fg`` (this process's count).
         """
-        gt_boxes, gt_labels = at_least_one_row(gt_boxes, gt_labels)
-        matches = self.matcher.match_boxes(gt_boxes, gt_labels, anchors)  # (B, N)
-        fg = matches >= 0
-        safe = matches.clamp(min=0)
-        labels = gt_labels.gather(1, safe)  # (B, N) label of the matched box
-        labels = labels.masked_fill(matches == BACKGROUND, BACKGROUND)
-        labels = labels.masked_fill(matches == IGNORE, IGNORE)
-        num_fg = fg.sum()
+        t = self.targets(anchors, level_sizes, gt_boxes, gt_labels)
+        num_fg = t.b_idx.new_tensor(len(t.b_idx))
         norm = normalizer(num_fg)
-        loss_cls = self.cls_loss(cls_logits, labels, norm)
+        loss_cls = self.cls_loss(cls_logits, t.labels, norm)
 
-        b_idx, a_idx = fg.nonzero(as_tuple=True)  # (F,), (F,)
-        matched = gt_boxes[b_idx, safe[b_idx, a_idx]]  # (F, 4)
-        pred = box_reg[b_idx, a_idx]  # (F, 4)
-        fg_anchors = anchors[a_idx]
+        pred = box_reg[t.b_idx, t.a_idx]  # (F, 4)
+        fg_anchors = anchors[t.a_idx]
         if self.box_loss == "giou":
-            pred, target = self.coder.decode(pred, fg_anchors), matched
+            pred, target = self.coder.decode(pred, fg_anchors), t.boxes
         else:
-            target = self.coder.encode(matched, fg_anchors)
+            target = self.coder.encode(t.boxes, fg_anchors)
         loss_box = box_regression_loss(self.box_loss, pred, target, self.smooth_l1_beta)
         # A batch without foreground still touches every box parameter (DDP needs it).
         loss_box = loss_box + 0.0 * box_reg.sum(dtype=torch.float32)
@@ -144,7 +132,7 @@ def _weights_buffer(class_weights: Sequence[float] | str | None) -> Tensor | Non
     if isinstance(class_weights, str):
         raise ValueError(
             f"loss.class_weights={class_weights}: the weights are computed from the training "
-            "annotations by retina.train.build (or pass a list of per-class weights)"
+            "annotations by retina.training.run.build (or pass a list of per-class weights)"
         )
     return None if class_weights is None else torch.tensor(list(class_weights), dtype=torch.float32)
 
@@ -157,7 +145,7 @@ class RetinaNetCriterion(AnchorCriterion):
         gamma: focal-loss gamma.
         class_weights: (K,) per-class multipliers of alpha for positives (see
             ``retina.data.datamodule.class_frequency_weights``), or None.
-        **kwargs: matcher and box loss, see :class:`AnchorCriterion`.
+        **kwargs: assigner and box loss, see :class:`AnchorCriterion`.
     """
 
     def __init__(
@@ -185,17 +173,11 @@ class SoftmaxFocalCriterion(RetinaNetCriterion):
     """(K+1)-way softmax focal loss over non-ignored anchors + box loss.
 
     Takes :class:`RetinaNetCriterion`'s ``alpha`` (weight of foreground anchors; background
-    ones get 1 - alpha), ``gamma`` and ``class_weights``. Needs the head's background
-    channel (``model.detector.head.background_class``, set from ``loss.background_class``,
-    which must be true).
+    ones get 1 - alpha), ``gamma`` and ``class_weights``. Reads the head's background
+    channel 0.
     """
 
     background_class = True
-
-    def __init__(self, *args, background_class: bool = True, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if not background_class:
-            raise ValueError("loss.background_class must be true: the softmax has a background channel")
 
     def cls_loss(self, logits: Tensor, labels: Tensor, norm: Tensor) -> Tensor:
         c = logits.shape[-1]
@@ -213,8 +195,7 @@ class OHEMCriterion(AnchorCriterion):
     Args:
         neg_pos_ratio: hard negatives per foreground anchor.
         min_neg: hard negatives per image at least (images with few or no boxes).
-        background_class: must be true (the key the model config reads).
-        **kwargs: matcher and box loss, see :class:`AnchorCriterion`.
+        **kwargs: assigner and box loss, see :class:`AnchorCriterion`.
     """
 
     background_class = True
@@ -223,7 +204,6 @@ class OHEMCriterion(AnchorCriterion):
         self,
         neg_pos_ratio: float = 3.0,
         min_neg: int = 32,
-        background_class: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -231,8 +211,6 @@ class OHEMCriterion(AnchorCriterion):
             raise ValueError(
                 f"loss.neg_pos_ratio and loss.min_neg must be >= 0, got {neg_pos_ratio}, {min_neg}"
             )
-        if not background_class:
-            raise ValueError("loss.background_class must be true: OHEM's softmax has a background channel")
         self.neg_pos_ratio = neg_pos_ratio
         self.min_neg = min_neg
 
@@ -252,7 +230,7 @@ class GHMCriterion(AnchorCriterion):
     Args:
         bins: number of gradient-norm bins (10 here; the paper's setup uses 30).
         momentum: moving-average factor of the bin counts in [0, 1), 0: this batch only.
-        **kwargs: matcher and box loss, see :class:`AnchorCriterion`.
+        **kwargs: assigner and box loss, see :class:`AnchorCriterion`.
     """
 
     def __init__(self, bins: int = 10, momentum: float = 0.0, **kwargs) -> None:
@@ -279,7 +257,7 @@ class GHMCriterion(AnchorCriterion):
         k = logits.shape[-1]
         classes = torch.arange(k, device=labels.device)
         targets = (labels[..., None] == classes).to(logits.dtype)  # (B, N, K) one-hot, bg all 0
-        valid = (labels != IGNORE_LABEL)[..., None].expand_as(targets)  # (B, N, K)
+        valid = (labels != IGNORE)[..., None].expand_as(targets)  # (B, N, K)
         counts = None
         if self.momentum > 0:
             counts = self.update_counts(ghm_bin_index(logits, targets, self.bins), valid)

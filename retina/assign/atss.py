@@ -1,6 +1,6 @@
 """Adaptive training sample selection (ATSS, Zhang et al., 2020), batched over images.
 
-Match convention as in :mod:`retina.matcher`: one long per anchor, ``>= 0`` the index
+Match convention as in :mod:`retina.assign.max_iou`: one long per anchor, ``>= 0`` the index
 of the assigned ground-truth box, :data:`BACKGROUND` (-1) otherwise. ATSS ignores no
 anchor.
 """
@@ -12,7 +12,7 @@ from itertools import accumulate
 import torch
 from torch import Tensor
 
-from retina.matcher import BACKGROUND, batched_iou
+from retina.assign.common import BACKGROUND, batched_iou
 
 
 def box_centres(boxes: Tensor) -> Tensor:

@@ -1,6 +1,6 @@
 """One job of a sweep: run the training task and leave a ``job.json`` record in its run directory.
 
-The record is what ``retina.sweep_report`` reads to build the sweep summary, so it holds
+The record is what ``retina.sweeps.report`` reads to build the sweep summary, so it holds
 everything the summary shows: the job's overrides, ``ok``/``failed``, the error, the wall time
 and the final metrics. In a multirun a failing job (an exception, or no finite optimized metric)
 is recorded and the sweep goes on; in a single run the exception propagates as usual.

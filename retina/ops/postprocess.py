@@ -1,7 +1,8 @@
 """From raw head outputs to detections: threshold, top-k, decode, clip, class-wise NMS.
 
-Batched over images and levels: one NMS call for the whole batch, no Python loop
-over images or classes.
+Batched over images and levels: one NMS call for the whole batch (:func:`nms_rank`, used
+by training, the predictor and the exported graphs alike), no Python loop over images or
+classes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import nms
 
-from retina.model.head import flatten_levels
+from retina.ops.levels import flatten_levels
 
 
 class BoxCoder(Protocol):
@@ -26,19 +27,36 @@ class BoxCoder(Protocol):
         ...
 
 
-def offset_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
-    """NMS within groups in a single call, by shifting each group to its own region.
+def nms_rank(
+    boxes: Tensor, scores: Tensor, image: Tensor, labels: Tensor, num_classes: int,
+    iou_threshold: float, batch: int,
+) -> tuple[Tensor, Tensor]:
+    """Class-wise NMS within each image in a single ``nms`` call, and the rank of each kept
+    box within its image. Traceable: no data-dependent Python (the export graph uses it).
 
-    torchvision's ``batched_nms`` does the same trick but switches to a Python loop
-    over groups on CPU for large inputs; this always makes one ``nms`` call.
+    Each (image, class) group is shifted to its own region, ``group * (max coordinate + 1)``
+    (torchvision's ``batched_nms`` does the same, but loops over groups on CPU for large
+    inputs).
+
+    Args:
+        boxes: (P, 4) float x1y1x2y2, >= 0.
+        scores: (P,).
+        image: (P,) long image of each box, in 0..batch-1.
+        labels: (P,) long class in 0..num_classes-1.
+        num_classes: K.
+        iou_threshold: IoU above which the lower-scoring box of a group is dropped.
+        batch: number of images B.
 
     Returns:
-        indices of kept boxes, sorted by decreasing score.
+        ``kept`` (Q,) indices of the kept boxes by decreasing score, and ``rank`` (Q,) the
+        place of each among the kept boxes of its image (0: its best).
     """
-    if boxes.numel() == 0:
-        return torch.empty(0, dtype=torch.long, device=boxes.device)
-    offsets = groups.to(boxes) * (boxes.max() + 1)
-    return nms(boxes + offsets[:, None], scores, iou_threshold)
+    offset = torch.cat([boxes.flatten(), boxes.new_zeros(1)]).max() + 1  # no branch when P = 0
+    groups = (image * num_classes + labels).to(boxes)  # (P,)
+    kept = nms(boxes + (groups * offset)[:, None], scores, iou_threshold)  # (Q,)
+    one_hot = (image[kept][:, None] == torch.arange(batch, device=image.device)).long()  # (Q, B)
+    rank = (one_hot.cumsum(0) * one_hot).sum(1) - 1  # (Q,)
+    return kept, rank
 
 
 def clip_boxes(boxes: Tensor, sizes: Tensor) -> Tensor:
@@ -210,18 +228,52 @@ class Postprocess:
             per-side (left, top, right, bottom) std in pixels, if the coder has ``spread``.
         """
         cand = self.survivors(cls_maps, box_maps, anchors, image_sizes)
-        img, labels = cand.pop("image"), cand["labels"]
-        groups = img * self.num_classes(cls_maps, anchors) + labels
-        kept = offset_nms(cand["boxes"].float(), cand["scores"], groups, self.nms_thresh)
-        # kept is sorted by score; a stable sort by image keeps that order within images.
-        b = image_sizes.shape[0]
-        img_k = img[kept]
-        order = torch.sort(img_k, stable=True).indices
-        kept, img_k = kept[order], img_k[order]
-        counts = torch.bincount(img_k, minlength=b)  # (B,)
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(kept.numel(), device=kept.device) - starts[img_k]
-        kept = kept[rank < self.max_det]
-        splits = counts.clamp(max=self.max_det).tolist()
+        img, labels, b = cand.pop("image"), cand["labels"], image_sizes.shape[0]
+        kept, rank = nms_rank(cand["boxes"].float(), cand["scores"], img, labels,
+                              self.num_classes(cls_maps, anchors), self.nms_thresh, b)
+        kept = kept[rank < self.max_det]  # by score; a stable sort by image keeps that order
+        kept = kept[torch.sort(img[kept], stable=True).indices]
+        splits = torch.bincount(img[kept], minlength=b).tolist()
         per_field = {name: v[kept].split(splits) for name, v in cand.items()}
         return [dict(zip(per_field, values)) for values in zip(*per_field.values())]
+
+    def padded(
+        self, cls_maps: list[Tensor], box_maps: list[Tensor], anchors: list[Tensor],
+        image_sizes: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """Detections as fixed-size tensors, with no data-dependent Python (exported graphs).
+
+        The same candidates (:meth:`candidates`) and the same :func:`nms_rank`; instead of
+        splitting per image, each kept detection's rank within its image gives its row.
+
+        Args:
+            cls_maps, box_maps, anchors, image_sizes: as :meth:`__call__`; ``image_sizes``
+                may be (1, 2) for a batch of equal sizes.
+
+        Returns:
+            boxes (B, D, 4), scores (B, D), labels (B, D) (-1 in padding), num_dets (B,),
+            and extra fields (B, D, ...) (``spread``), D = ``max_det``.
+        """
+        boxes, scores, labels, keep, extra = self.candidates(
+            cls_maps, box_maps, anchors, image_sizes
+        )  # (B, L, 4), (B, L), (B, L), (B, L)
+        b, num_cand = scores.shape
+        idx = keep.flatten().nonzero().squeeze(1)  # (P,) into B*L
+        img = torch.div(idx, num_cand, rounding_mode="floor")  # (P,)
+        cand_boxes = boxes.flatten(0, 1)[idx].float()  # (P, 4)
+        cand_scores = scores.flatten()[idx]  # (P,)
+        cand_labels = labels.flatten()[idx]  # (P,)
+        kept, rank = nms_rank(cand_boxes, cand_scores, img, cand_labels,
+                              self.num_classes(cls_maps, anchors), self.nms_thresh, b)
+        sel = (rank < self.max_det).nonzero().squeeze(1)  # (S,)
+        rows, cols, src = img[kept][sel], rank[sel], kept[sel]
+        num_dets = (rows[:, None] == torch.arange(b, device=rows.device)).long().sum(0)  # (B,)
+
+        def scatter(values: Tensor, fill: float) -> Tensor:
+            """(P, ...) candidate values -> (B, D, ...) padded rows."""
+            out = values.new_full((b, self.max_det, *values.shape[1:]), fill)
+            return out.index_put((rows, cols), values[src])
+
+        fields = {name: scatter(v.flatten(0, 1)[idx].float(), 0.0) for name, v in extra.items()}
+        return (scatter(cand_boxes, 0.0), scatter(cand_scores, 0.0), scatter(cand_labels, -1),
+                num_dets, fields)

@@ -4,9 +4,9 @@ Written at the end of every ``python -m retina.train -m ...`` by the Hydra callb
 :class:`SweepSummary` (``hydra.callbacks.sweep_summary`` in conf/train.yaml), or afterwards
 for any multirun directory::
 
-    python -m retina.sweep_report outputs/train_multirun/2026-11-29_12-00-00
+    python -m retina.sweeps.report outputs/train_multirun/2026-11-29_12-00-00
 
-Each job directory's ``job.json`` (retina.sweep_job) gives its overrides, status, error, wall
+Each job directory's ``job.json`` (retina.sweeps.job) gives its overrides, status, error, wall
 time and metrics; a directory without one (older runs) is read from Hydra's
 ``.hydra/overrides.yaml`` and the run's ``metrics.json``.
 """
@@ -24,8 +24,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from retina.sweep_job import FAILED, JOB_FILE, OK, direction
-from retina.sweep_plot import plot_sweep, short
+from retina.sweeps.job import FAILED, JOB_FILE, OK, direction
+from retina.sweeps.plot import plot_sweep, short
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class SweepSummary(Callback):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m retina.sweep_report",
+        prog="python -m retina.sweeps.report",
         description="Write sweep.csv, sweep.md and sweep.png for a Hydra multirun directory.",
     )
     parser.add_argument("sweep_dir", help="the multirun directory (its job directories 0, 1, ...)")

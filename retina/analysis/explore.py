@@ -1,7 +1,7 @@
 """Analysis behind the notebooks: checkpoints, predictions, focal-loss numbers, GFL distributions.
 
 Everything a notebook computes lives here (and is tested in tests/test_explore.py); the
-notebooks only call these functions and draw with :mod:`retina.viz`.
+notebooks only call these functions and draw with :mod:`retina.analysis.viz`.
 """
 
 from __future__ import annotations
@@ -13,18 +13,17 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import Tensor
 
-from retina.boxes import anchor_points
-from retina.config import ROOT, compose_run
-from retina.eval import load_checkpoint
-from retina.lit import DetectionModule, scale_to_original
-from retina.losses import sigmoid_focal_loss
-from retina.matcher import BACKGROUND, IGNORE, at_least_one_row
-from retina.model.head import flatten_levels, prior_bias
-from retina.postprocess import Postprocess
-from retina.uncertainty import relative_spread
+from retina.assign import IGNORE
+from retina.losses.functional import sigmoid_focal_loss
+from retina.model.head import prior_bias
+from retina.ops.boxes import anchor_points
+from retina.ops.levels import flatten_levels, scale_to_original
+from retina.ops.postprocess import Postprocess
+from retina.training.checkpoint import load_checkpoint, module_from_checkpoint, run_config
+from retina.training.config import ROOT, compose_run
+from retina.training.module import DetectionModule
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +46,8 @@ QUICKSTART_OVERRIDES = (
 
 def head_name(ckpt_path: str | Path) -> str:
     """Class name of the head a ``retina.train`` checkpoint was trained with (``GFLHead``...)."""
-    run = json.loads(load_checkpoint(ckpt_path)["hyper_parameters"]["run_config"])
-    return run["model"]["detector"]["head"]["_target_"].rsplit(".", 1)[-1]
+    head = run_config(load_checkpoint(ckpt_path)).model.detector.head
+    return head._target_.rsplit(".", 1)[-1]
 
 
 def newest_train_checkpoint(
@@ -79,7 +78,7 @@ def train_quickstart(out_dir: str | Path = NOTEBOOK_DIR / "quickstart",
     """Train the default recipe (``conf/train.yaml``, experiment ``neon_gfl``) briefly into
     ``out_dir``; its ``checkpoints/best.ckpt``, or ``last.ckpt`` when ``max_time`` ended the
     run before its validation."""
-    from retina.train import train
+    from retina.training.run import train
 
     out_dir = Path(out_dir)
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # else Lightning writes best-v1
@@ -123,23 +122,18 @@ def load_module(ckpt_path: str | Path, num_workers: int = 0):
         ``(module, datamodule)``; the datamodule is set up for validation.
     """
     ckpt = load_checkpoint(ckpt_path)
-    hp = ckpt["hyper_parameters"]
-    run = OmegaConf.create(json.loads(hp["run_config"]))
-    run.model.detector.backbone.weights = None  # the checkpoint holds the trained weights
-    run.data.num_workers = num_workers
-    datamodule = instantiate(run.data)
+    data = run_config(ckpt).data
+    data.num_workers = num_workers
+    datamodule = instantiate(data)
     datamodule.prepare_data()
     datamodule.setup("validate")
-    module = instantiate(run.model, class_names=hp["class_names"], cat_ids=hp["cat_ids"],
-                         run_config=hp["run_config"])
-    module.load_state_dict(ckpt["state_dict"])
-    return module.eval(), datamodule
+    return module_from_checkpoint(ckpt), datamodule
 
 
 def build_module(experiment: str, overrides: tuple[str, ...] = ()):
     """An untrained module and its set-up datamodule from the real config
     (``experiment=<experiment>`` plus ``overrides``), as ``retina.train`` builds them."""
-    from retina.train import build
+    from retina.training.run import build
 
     cfg = compose_run([f"experiment={experiment}", "data.num_workers=0", *overrides],
                       NOTEBOOK_DIR / "build")
@@ -226,26 +220,24 @@ def focal_curves(
 
 
 def anchor_targets(module: DetectionModule, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-    """Class logits of a RetinaNet module on a batch, and their one-hot targets.
+    """Class logits of a sigmoid RetinaNet module on a batch, and their one-hot targets.
 
-    Anchors are matched by the module's ``criterion.matcher`` (IoU), as in training.
+    Anchors are assigned by the module's criterion (:meth:`retina.losses.Criterion.targets`),
+    as in training.
 
     Returns:
         logits (V, K) and targets (V, K) in {0, 1} of the V non-ignored anchors of the batch.
     """
-    matcher = getattr(module.criterion, "matcher", None)
-    if matcher is None:
-        raise ValueError("anchor_targets needs a RetinaNet module (experiment=neon_retinanet): "
-                         f"{type(module.criterion).__name__} has no IoU matcher")
+    if module.criterion.background_class or module.detector.anchors.num_anchors == 1:
+        raise ValueError("anchor_targets needs a sigmoid RetinaNet module "
+                         f"(experiment=neon_retinanet), not {type(module.criterion).__name__}")
     cls_maps, _ = module.detector(batch["images"])
-    anchors = torch.cat(module.level_anchors(cls_maps))  # (N, 4)
+    level_anchors = module.detector.level_anchors(cls_maps)
     k = module.num_classes
     logits = flatten_levels(cls_maps, k)  # (B, N, K)
-    gt_boxes, gt_labels = at_least_one_row(batch["boxes"], batch["labels"])
-    matches = matcher.match_boxes(gt_boxes, gt_labels, anchors)  # (B, N)
-    labels = gt_labels.gather(1, matches.clamp(min=0))  # (B, N)
-    labels = labels.masked_fill(matches == BACKGROUND, -1)
-    valid = matches != IGNORE  # (B, N)
+    labels = module.criterion.targets(torch.cat(level_anchors), [len(a) for a in level_anchors],
+                                      batch["boxes"], batch["labels"]).labels  # (B, N)
+    valid = labels != IGNORE  # (B, N)
     targets = torch.zeros_like(logits)
     fg = labels >= 0
     targets[fg] = torch.nn.functional.one_hot(labels[fg], k).to(targets)
@@ -372,7 +364,7 @@ def detections_with_distributions(
     (D, 4), ``probs`` (D, 4, R+1) and ``side_px`` (D, 4) pixels per bin (original pixels)."""
     post = DistributionPostprocess.like(module.postprocess)
     cls_maps, box_maps = module.detector(batch["images"])
-    dets = post(cls_maps, box_maps, module.level_anchors(cls_maps), batch["image_sizes"])
+    dets = post(cls_maps, box_maps, module.detector.level_anchors(cls_maps), batch["image_sizes"])
     dets = scale_to_original(dets, batch["image_sizes"], batch["orig_sizes"])
     ratio = batch["orig_sizes"].float() / batch["image_sizes"].float()  # (B, 2) h w
     ratio = ratio.flip(1).repeat(1, 2)  # (B, 4) w h w h, as the sides l t r b
@@ -388,23 +380,6 @@ def score_floor(detections: list[dict[str, Tensor]], cap: float = 0.2, keep: int
         return cap
     kth = float(scores.topk(min(keep, len(scores))).values[-1])
     return min(cap, kth)
-
-
-def rank_by_uncertainty(
-    image_ids: list[int], detections: list[dict[str, Tensor]], min_score: float = 0.3,
-) -> list[tuple[int, int, float]]:
-    """Detections scoring >= ``min_score``, sharpest box first (by
-    :func:`retina.uncertainty.relative_spread`).
-
-    Returns:
-        ``(image_id, index in that image's detections, uncertainty)`` per detection.
-    """
-    out = []
-    for image_id, det in zip(image_ids, detections):
-        u = relative_spread(det["boxes"].float(), det["spread"].float())  # (D,)
-        kept = (det["scores"] >= min_score).nonzero()[:, 0].tolist()
-        out += [(image_id, i, float(u[i])) for i in kept]
-    return sorted(out, key=lambda r: r[2])
 
 
 def val_detections(module: DetectionModule, datamodule, limit: int | None = None,

@@ -11,23 +11,15 @@ import torch.distributed as dist
 from pycocotools.coco import COCO
 from torch import Tensor
 
-from retina.coco_eval import coco_evaluate, to_coco_results
 from retina.data.coco import load_coco
-from retina.model.anchors import AnchorGenerator
+from retina.losses.criterion import Criterion
 from retina.model.detector import Detector
-from retina.model.head import flatten_levels, foreground_logits
-from retina.nonfinite import NonFiniteGuard
-from retina.postprocess import Postprocess
+from retina.ops.levels import flatten_levels, foreground_logits, scale_to_original
+from retina.ops.postprocess import Postprocess
+from retina.training.coco_eval import coco_evaluate, to_coco_results
+from retina.training.nonfinite import NonFiniteGuard
 
 Batch = dict[str, Tensor]  # see retina.data.collate
-
-
-def scale_to_original(dets: list[dict[str, Tensor]], image_sizes: Tensor, orig_sizes: Tensor):
-    """Map boxes (and per-side ``spread``, if any) from network-input pixels back to original
-    image pixels, per axis."""
-    ratio = (orig_sizes.float() / image_sizes.float()).flip(1).repeat(1, 2)  # (B, 4): w h w h
-    in_pixels = ("boxes", "spread")  # x1y1x2y2 and left/top/right/bottom both scale by w h w h
-    return [{k: v * r if k in in_pixels else v for k, v in d.items()} for d, r in zip(dets, ratio)]
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_norm_bias: bool):
@@ -141,12 +133,15 @@ class CocoDetectionTask(L.LightningModule):
 class DetectionModule(CocoDetectionTask):
     """Training and COCO evaluation of a dense detector.
 
+    The box coder is declared once, here: the criterion and the postprocess are built
+    with it.
+
     Args:
-        detector: the pure network (images -> per-level maps).
-        anchors: anchor generator matching the head's anchors per location.
-        criterion: ``(cls (B,N,K), box (B,N,C), anchors (N,4), gt_boxes (B,M,4),
-            gt_labels (B,M), level_sizes) -> {"loss_*": ..., "num_fg": ...}``.
-        postprocess: decoder + NMS.
+        detector: the pure network (images -> per-level maps), with its anchor generator.
+        coder: the box coder of the head's box outputs.
+        criterion: builds the training criterion from ``coder`` (see
+            :mod:`retina.losses.criterion`).
+        postprocess: builds the postprocess (decoder + NMS) from ``coder``.
         optimizer: partial taking parameter groups.
         scheduler: partial taking ``(optimizer, total_steps)``; stepped every iteration.
         no_decay_norm_bias: no weight decay on 1-d parameters (norms, biases).
@@ -158,9 +153,9 @@ class DetectionModule(CocoDetectionTask):
     def __init__(
         self,
         detector: Detector,
-        anchors: AnchorGenerator,
-        criterion: Callable[..., dict[str, Tensor]],
-        postprocess: Postprocess,
+        coder,
+        criterion: Callable[..., Criterion],
+        postprocess: Callable[..., Postprocess],
         optimizer: Callable[..., torch.optim.Optimizer] = partial(torch.optim.AdamW, lr=1e-4),
         scheduler: Callable[..., Any] | None = None,
         no_decay_norm_bias: bool = False,
@@ -171,23 +166,16 @@ class DetectionModule(CocoDetectionTask):
         num_classes = detector.head.num_classes
         cat_ids = list(cat_ids or range(1, num_classes + 1))
         super().__init__(optimizer, scheduler, no_decay_norm_bias, cat_ids)
-        head = detector.head
-        if getattr(head, "num_anchors", anchors.num_anchors) != anchors.num_anchors:
-            raise ValueError(
-                f"model.head.num_anchors={head.num_anchors} but the anchor generator makes "
-                f"{anchors.num_anchors} per location (scales_per_octave x len(ratios))"
-            )
-        needs_bg = getattr(criterion, "background_class", False)
-        if getattr(head, "background_class", False) != needs_bg:
-            raise ValueError(
-                f"{type(criterion).__name__} needs a head {'with' if needs_bg else 'without'} a "
-                "background channel: set loss.background_class (read by "
-                "model.detector.head.background_class) for a softmax loss only"
-            )
         self.detector = detector
-        self.anchors = anchors
-        self.criterion = criterion
-        self.postprocess = postprocess
+        self.criterion = criterion(coder=coder)
+        self.postprocess = postprocess(coder=coder)
+        needs_bg = self.criterion.background_class
+        if getattr(detector.head, "background_class", False) != needs_bg:
+            raise ValueError(
+                f"{type(self.criterion).__name__} needs a head {'with' if needs_bg else 'without'} "
+                "a background channel (model.detector.head.background_class, which "
+                "retina.training.run.build sets from the loss)"
+            )
         self.num_classes = num_classes
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
         self.save_hyperparameters(
@@ -197,23 +185,22 @@ class DetectionModule(CocoDetectionTask):
     def forward(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         return self.detector(images)
 
-    def level_anchors(self, cls_maps: list[Tensor]) -> list[Tensor]:
-        return self.anchors([tuple(c.shape[-2:]) for c in cls_maps], cls_maps[0].device)
-
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         cls_maps, box_maps = self.detector(batch["images"])
-        level_anchors = self.level_anchors(cls_maps)
+        level_anchors = self.detector.level_anchors(cls_maps)
         anchors = torch.cat(level_anchors)  # (N, 4)
-        cls = flatten_levels(cls_maps, cls_maps[0].shape[1] // self.anchors.num_anchors)  # (B, N, K[+1])
-        box = flatten_levels(box_maps, box_maps[0].shape[1] // self.anchors.num_anchors)  # (B, N, C)
-        level_sizes = [len(a) for a in level_anchors]
+        a = self.detector.anchors.num_anchors
+        cls = flatten_levels(cls_maps, cls_maps[0].shape[1] // a)  # (B, N, K[+1])
+        box = flatten_levels(box_maps, box_maps[0].shape[1] // a)  # (B, N, C)
+        level_sizes = [len(la) for la in level_anchors]
         return self.criterion(cls, box, anchors, batch["boxes"], batch["labels"], level_sizes)
 
     @torch.no_grad()
     def predict_batch(self, batch: Batch) -> list[dict[str, Tensor]]:
         """Detections in original image pixels for a collated batch."""
         cls_maps, box_maps = self.detector(batch["images"])
-        if getattr(self.detector.head, "background_class", False):
+        if self.criterion.background_class:
             cls_maps = foreground_logits(cls_maps, self.num_classes)
-        dets = self.postprocess(cls_maps, box_maps, self.level_anchors(cls_maps), batch["image_sizes"])
+        anchors = self.detector.level_anchors(cls_maps)
+        dets = self.postprocess(cls_maps, box_maps, anchors, batch["image_sizes"])
         return scale_to_original(dets, batch["image_sizes"], batch["orig_sizes"])

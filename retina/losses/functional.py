@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import generalized_box_iou_loss
 
-BACKGROUND_LABEL = -1  # as a class label: a background anchor
-IGNORE_LABEL = -2  # as a class label: an ignored anchor
+from retina.assign import BACKGROUND, IGNORE  # also the class labels of such anchors
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
@@ -110,7 +109,7 @@ class _SparseFocalLoss(torch.autograd.Function):
         pos_w = alpha if alpha >= 0 else 1.0
         loss_neg = pg * sp  # (N, K)
         grad = pg * (gamma * (1 - p) * sp + p)  # d/dx of p^g sp
-        valid = labels != IGNORE_LABEL  # (N,)
+        valid = labels != IGNORE  # (N,)
         fg = labels >= 0
         rows = fg.nonzero().squeeze(1)  # (F,)
         cols = labels[rows]
@@ -211,7 +210,7 @@ def softmax_focal_loss(
         weight = torch.where(fg, alpha, 1 - alpha).to(loss)
     if class_weights is not None:
         weight = weight * torch.where(fg, class_weights.to(loss)[labels.clamp(min=0)], 1.0)
-    return (loss * weight).masked_fill(labels == IGNORE_LABEL, 0.0)
+    return (loss * weight).masked_fill(labels == IGNORE, 0.0)
 
 
 def hard_negatives(
@@ -266,7 +265,7 @@ def ohem_cross_entropy(
         logits.float().reshape(b * n, c), softmax_targets(labels).reshape(-1), reduction="none"
     ).view(b, n)  # (B, N)
     fg = labels >= 0
-    chosen = hard_negatives(ce, fg, labels == BACKGROUND_LABEL, neg_pos_ratio, min_neg)
+    chosen = hard_negatives(ce, fg, labels == BACKGROUND, neg_pos_ratio, min_neg)
     return (ce * (fg | chosen)).sum()
 
 

@@ -1,0 +1,71 @@
+"""The package's import layers (see retina/__init__.py): a module imports only from lower
+layers and its own folder, and no module imports an entry point."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "retina"
+LAYERS = {
+    "model": 0, "data": 0,
+    "ops": 1,
+    "assign": 2,
+    "losses": 3,
+    "training": 4,
+    "export": 5, "analysis": 5, "bench": 5, "sweeps": 5,
+    "train": 6, "eval": 6, "predict": 6,
+}
+
+
+def part_of(module: str) -> str:
+    """``retina.losses.gfl`` -> ``losses``."""
+    return module.split(".")[1]
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """Every ``retina.*`` module imported by the file (module level and inside functions)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [f"{node.module}.{a.name}" for a in node.names]
+            found += [(node.lineno, n if node.module == "retina" else node.module) for n in names]
+    return sorted((line, name) for line, name in found if name.startswith("retina."))
+
+
+def modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if p != PACKAGE / "__init__.py")
+
+
+def test_every_part_of_the_package_has_a_layer():
+    parts = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in modules()}
+    assert parts == set(LAYERS)
+
+
+def violations(path: Path, own: str) -> list[str]:
+    """Imports of ``path`` (in the part ``own``) from its own layer or above, but its folder."""
+    return [
+        f"{path.name}:{line} imports {name} (layer {LAYERS[part_of(name)]}) "
+        f"from layer {LAYERS[own]}"
+        for line, name in imports(path)
+        if part_of(name) != own and LAYERS[part_of(name)] >= LAYERS[own]
+    ]
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_run_down_the_layers(path):
+    wrong = violations(path, path.relative_to(PACKAGE).parts[0].removesuffix(".py"))
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_checker_sees_wrong_imports(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from retina.training.run import build\n"
+                   "import retina.eval\nfrom retina import train\nfrom retina.ops import nms_rank\n")
+    assert [name for _, name in imports(bad)] == ["retina.training.run", "retina.eval",
+                                                  "retina.train", "retina.ops"]
+    assert len(violations(bad, "model")) == 4  # the network imports nothing of the package
+    assert len(violations(bad, "training")) == 2  # only the entry points are above it
+    assert len(violations(bad, "ops")) == 3  # its own folder is allowed
