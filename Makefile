@@ -41,7 +41,7 @@ test-quick: data
 
 # the notebooks, executed top to bottom (the first run trains the quickstart model, ~3 CPU min)
 test-notebooks: data
-	$(BIN)/python -m pytest -q -m notebook tests/test_notebooks.py $(ARGS)
+	$(BIN)/python -m pytest -q -m notebook tests/e2e/test_notebooks.py $(ARGS)
 
 # notebooks are committed without outputs (tests/test_notebooks.py checks it)
 strip-notebooks: install

@@ -1,7 +1,8 @@
 """Analysis behind the notebooks: checkpoints, predictions, focal-loss numbers, GFL distributions.
 
-Everything a notebook computes lives here (and is tested in tests/test_explore.py); the
-notebooks only call these functions and draw with :mod:`retina.analysis.viz`.
+Everything a notebook computes lives here (tested in tests/analysis/ and
+tests/e2e/test_explore.py); the notebooks only call these functions and draw with
+:mod:`retina.analysis.viz`.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
+"""retina.model.detector: backbone + FPN + head, forward and backward with the focal criterion."""
+
 from functools import partial
 
-import pytest
 import torch
 
 from retina.losses.retinanet import RetinaNetCriterion
 from retina.model.anchors import AnchorGenerator
-from retina.model.backbone import mobilenet_v2, resnet
+from retina.model.backbone import resnet
 from retina.model.detector import Detector
 from retina.model.head import RetinaHead
 from retina.ops.levels import flatten_levels
@@ -38,15 +39,6 @@ def test_forward_shapes_and_initial_prior():
     assert abs(mean_p - 0.01) < 0.001
 
 
-def test_flatten_follows_anchor_layout():
-    # channel a*K + k at (y, x) must land at row (y*W + x)*A + a
-    a, k, h, w = 3, 2, 2, 4
-    m = torch.arange(a * k * h * w).float().view(1, a * k, h, w)
-    flat = flatten_levels([m], k)
-    y, x, ai, ki = 1, 2, 2, 1
-    assert flat[0, (y * w + x) * a + ai, ki] == m[0, ai * k + ki, y, x]
-
-
 def test_forward_loss_backward_resnet18_with_an_empty_image():
     det = build()
     boxes, labels = targets()
@@ -69,40 +61,8 @@ def test_losses_finite_with_no_boxes_at_all_and_under_bf16():
     assert torch.isfinite(losses["loss_cls"]) and torch.isfinite(losses["loss_box"])
 
 
-def test_freeze_stages_and_frozen_bn():
-    bb = resnet(18, freeze_stages=2)
-    trainable = [n for n, p in bb.named_parameters() if p.requires_grad]
-    assert trainable and not any(n.startswith(("stages.0.", "stages.1.")) for n in trainable)
-    assert not any("bn" in n for n in trainable)  # FrozenBatchNorm2d has buffers only
-    assert resnet(50).out_channels == (512, 1024, 2048)
-    assert mobilenet_v2().out_channels == (32, 96, 1280)
-
-
 def test_p6p7_from_p5_or_c5():
     for src in ("c5", "p5"):
         det = Detector(resnet(18), partial(RetinaHead, 2), AnchorGenerator(), p6p7_from=src)
         assert det.fpn.extra_blocks.p6.in_channels == (512 if src == "c5" else 256)
         assert det.fpn.extra_blocks.use_P5 == (src == "p5")
-
-
-def test_local_weights_file_and_offline_error(tmp_path, monkeypatch):
-    src = resnet(18, frozen_bn=False)
-    state = {k.replace("stages.0.0", "conv1").replace("stages.0.1", "bn1"): v for k, v in src.state_dict().items()}
-    state = {k.replace("stages.1", "layer1").replace("stages.2", "layer2").replace("stages.3", "layer3").replace("stages.4", "layer4"): v for k, v in state.items()}
-    path = tmp_path / "r18.pth"
-    torch.save(state, path)
-    loaded = resnet(18, weights=str(path), frozen_bn=False)
-    torch.testing.assert_close(loaded.stages[2][0].conv1.weight, src.stages[2][0].conv1.weight)
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_home"))
-
-    def offline(*a, **k):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(RuntimeError, match=r"Offline\? Put the file at .*resnet18-f37072fd.pth"):
-        resnet(18, weights="IMAGENET1K_V1")
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
-        resnet(18, weights=str(tmp_path / "nope.pth"))
-    with pytest.raises(ValueError, match="depth"):
-        resnet(19)

@@ -1,19 +1,16 @@
-"""End-to-end runs of the real composed config on real NEON tiles, shrunk."""
+"""End-to-end runs of the real composed config on real NEON tiles, shrunk: train, evaluate,
+resume, and the same from the command line."""
 
 import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from retina.training.checkpoint import load_checkpoint
-from retina.training.coco_eval import coco_evaluate
 from retina.training.config import ROOT
 from retina.training.run import evaluate, train
+from tests.helpers import TINY
 
 SHORT = [
     "trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks.lr_monitor=null",
@@ -46,38 +43,8 @@ def test_resume_and_eval_reproduce_training(tiny_cfg, tmp_path):
     assert second["global_step"] == 4 and second["epoch"] == 2
 
 
-def test_coco_numbers_equal_pycocotools_run_directly(tmp_path):
-    gt = {
-        "images": [{"id": i, "width": 100, "height": 100, "file_name": f"{i}.png"} for i in (1, 2, 3)],
-        "categories": [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}],
-        "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 3, "bbox": [10, 10, 30, 30], "area": 900, "iscrowd": 0},
-            {"id": 2, "image_id": 1, "category_id": 7, "bbox": [50, 50, 40, 20], "area": 800, "iscrowd": 0},
-            {"id": 3, "image_id": 2, "category_id": 3, "bbox": [0, 0, 90, 90], "area": 8100, "iscrowd": 0},
-            {"id": 4, "image_id": 3, "category_id": 7, "bbox": [5, 5, 10, 10], "area": 100, "iscrowd": 1},
-        ],
-    }
-    path = tmp_path / "gt.json"
-    path.write_text(json.dumps(gt))
-    rng = np.random.default_rng(0)
-    dets = [
-        {"image_id": int(rng.integers(1, 4)), "category_id": int(rng.choice([3, 7])),
-         "bbox": [float(v) for v in rng.uniform(0, 50, 2).tolist() + rng.uniform(5, 50, 2).tolist()],
-         "score": float(rng.uniform())}
-        for _ in range(40)
-    ] + [{"image_id": 1, "category_id": 3, "bbox": [11, 9, 30, 31], "score": 0.9}]
-    ours, _ = coco_evaluate(COCO(str(path)), [dict(d) for d in dets])
-    gt_coco = COCO(str(path))
-    ev = COCOeval(gt_coco, gt_coco.loadRes([dict(d) for d in dets]), "bbox")
-    ev.evaluate(), ev.accumulate(), ev.summarize()
-    assert list(ours.values()) == [float(s) for s in ev.stats]
-    assert ours["mAP"] > 0
-
-
 @pytest.mark.slow
 def test_command_line_train_then_eval(tmp_path):
-    from conftest import TINY
-
     run = subprocess.run(
         [sys.executable, "-m", "retina.train", *TINY, *SHORT, f"paths.log_dir={tmp_path}",
          "hydra.run.dir=" + str(tmp_path / "run")],
@@ -94,13 +61,3 @@ def test_command_line_train_then_eval(tmp_path):
     assert "Average Precision  (AP) @[ IoU=0.50:0.95" in ev.stdout
     assert f'"val/mAP": {metrics["val/mAP"]}' in ev.stdout or metrics["val/mAP"] == pytest.approx(
         json.loads(ev.stdout[ev.stdout.index("{"):])["val/mAP"])
-
-
-def test_bad_checkpoint_file_is_a_clear_error(tmp_path):
-    bad = tmp_path / "x.ckpt"
-    bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="x.ckpt is not a loadable"):
-        load_checkpoint(str(bad))
-    torch.save({"foo": 1}, tmp_path / "y.ckpt")
-    with pytest.raises(ValueError, match="not a retina training checkpoint"):
-        load_checkpoint(str(tmp_path / "y.ckpt"))

@@ -1,4 +1,4 @@
-"""retina.analysis.explore on tiny inputs and a tiny model trained for two steps."""
+"""retina.analysis.explore on tiny inputs (on a trained model: e2e/test_explore.py)."""
 
 import json
 import math
@@ -12,27 +12,17 @@ from retina.analysis import explore
 from retina.analysis.explore import (
     DistributionPostprocess,
     anchor_targets,
-    detections_with_distributions,
     first_losses,
     focal_curves,
-    load_module,
     loss_share_by_pt,
     newest_train_checkpoint,
-    predict_val,
     quickstart_checkpoint,
     score_floor,
     text_table,
-    val_detections,
-    val_examples,
-    validate,
 )
-from retina.analysis.uncertainty import most_ambiguous
 from retina.ops.boxes import DistanceCoder
 from retina.ops.postprocess import Postprocess
-from retina.training.run import build, train
-
-SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks.lr_monitor=null",
-         "callbacks.ema=null", "trainer.log_every_n_steps=1"]
+from retina.training.run import build
 
 
 def test_focal_curves_match_the_formula():
@@ -65,20 +55,6 @@ def test_score_floor_lowers_the_threshold_only_when_too_few_pass():
     assert score_floor(dets, cap=0.2, keep=4) == pytest.approx(0.1)  # the 4th best
     assert score_floor(dets, cap=0.6, keep=2) == 0.5
     assert score_floor([], cap=0.2) == 0.2
-
-
-def test_most_ambiguous_ranks_all_passing_boxes_and_skips_low_scores():
-    dets = [
-        # box 10 wide: relative spread (1/10 + 1/10 + 1/10 + 1/10) / 4 = 0.1
-        {"boxes": torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10]]), "scores": torch.tensor([0.9, 0.1]),
-         "labels": torch.tensor([0, 0]), "spread": torch.tensor([[1.0, 1, 1, 1], [0, 0, 0, 0]])},
-        # 20 x 10 box, spread 2 everywhere: (2/20 + 2/10 + 2/20 + 2/10) / 4 = 0.15
-        {"boxes": torch.tensor([[0.0, 0, 20, 10]]), "scores": torch.tensor([0.5]),
-         "labels": torch.tensor([0]), "spread": torch.tensor([[2.0, 2, 2, 2]])},
-    ]
-    ranked = most_ambiguous([7, 8], dets, k=None, min_score=0.3)[::-1]
-    assert [(a.image_id, a.index) for a in ranked] == [(7, 0), (8, 0)]  # 0.1-score box left out
-    assert [a.uncertainty for a in ranked] == pytest.approx([0.1, 0.15])
 
 
 def test_loss_share_by_pt_counts_each_anchor_once_and_shares_sum_to_one():
@@ -157,42 +133,10 @@ def test_quickstart_checkpoint_trains_once_and_reuses_the_cache(tmp_path, monkey
     assert quickstart_checkpoint(tmp_path / "logs", out, ("a=2",)) == made
 
 
-@pytest.fixture(scope="module")
-def gfl_ckpt(tmp_path_factory):
-    from conftest import TINY
-
-    from retina.training.config import compose_run
-
-    out = tmp_path_factory.mktemp("gfl") / "run"
-    train(compose_run([*TINY, *SHORT], out))
-    return out / "checkpoints" / "last.ckpt"
-
-
-def test_load_module_predicts_like_training_and_distributions_explain_the_spread(gfl_ckpt):
-    module, dm = load_module(gfl_ckpt)
-    assert not module.training and dm.val_dataset is not None
-    images, gts = val_examples(dm, [0, 1])
-    assert images[0].dtype == torch.uint8 and tuple(images[0].shape[1:]) == (400, 400)  # stored tiles
-    assert gts[0].shape[1] == 4 and len(gts[0]) > 0
-    dets = predict_val(module, dm, [0, 1])
-    batch = dm.collate_fn([dm.val_dataset[0], dm.val_dataset[1]])
-    with_probs = detections_with_distributions(module, batch)
-    for d, ref in zip(with_probs, dets):
-        assert torch.equal(d["boxes"], ref["boxes"]) and torch.equal(d["scores"], ref["scores"])
-        # std of each side's distribution, in bins times pixels per bin, is the spread
-        bins = torch.arange(d["probs"].shape[-1], dtype=torch.float32)
-        mean = (d["probs"] * bins).sum(-1, keepdim=True)
-        std = ((d["probs"] * (bins - mean) ** 2).sum(-1)).sqrt()
-        assert torch.allclose(std * d["side_px"], d["spread"], rtol=1e-4, atol=1e-4)
-    # side_px is in original pixels: stride 8 (P3) at 128 px input -> 8 * 400 / 128 = 25
-    assert set(with_probs[0]["side_px"].unique().tolist()) <= {8 * 2**i * 400 / 128 for i in range(5)}
-    ids, all_dets = val_detections(module, dm, limit=3)
-    assert ids == dm.val_dataset.image_ids[:3] and len(all_dets) == 3
-    metrics, table = validate(module, dm)
-    assert "Average Precision  (AP) @[ IoU=0.50:0.95" in table and 0 <= metrics["val/mAP"] <= 1
-
-
 def test_first_losses_prior_init_and_focal_loss_shrink_the_first_loss(tiny_cfg):
+    # the head's random init and the shuffled batch set how near 0.5 p is (checked below to
+    # 5 %): seeded, not left to whatever test ran before
+    torch.manual_seed(0)
     datamodule, module = build(tiny_cfg("experiment=neon_retinanet"))
     batch = next(iter(datamodule.train_dataloader()))
     bias = module.detector.head.cls_pred.bias.clone()

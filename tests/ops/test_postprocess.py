@@ -1,9 +1,13 @@
+"""retina.ops.postprocess: against a per-image, per-class reference; GFL's spread."""
+
 import torch
 from torchvision.ops import nms
 
 from retina.model.anchors import AnchorGenerator
-from retina.ops.boxes import DeltaCoder
+from retina.ops.boxes import DeltaCoder, DistanceCoder
+from retina.ops.levels import flatten_levels
 from retina.ops.postprocess import Postprocess
+from tests.helpers import gfl_anchors
 
 
 def reference(cls_maps, box_maps, anchors, sizes, pp, k):
@@ -109,3 +113,30 @@ def test_eager_survivors_match_the_fixed_size_candidates_of_exported_graphs():
             torch.testing.assert_close(
                 flat["scores"][flat["image"] == i].sort().values, scores[i][keep[i]].sort().values
             )
+
+
+def test_postprocess_gathers_spread_like_the_boxes():
+    shapes = [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
+    level = gfl_anchors(shapes)
+    g = torch.Generator().manual_seed(0)
+    cls = [torch.randn(2, 2, h, w, generator=g) for h, w in shapes]
+    box = [torch.randn(2, 68, h, w, generator=g) for h, w in shapes]
+    coder = DistanceCoder()
+    sizes = torch.tensor([[1000, 1000], [1000, 1000]])  # clipped only at 0: boxes stay distinct
+    dets = Postprocess(coder, score_thresh=0.3, nms_thresh=0.6)(cls, box, level, sizes)
+    # reference: every location decoded and clipped; each detection is one of them
+    anchors = torch.cat(level)
+    for i, det in enumerate(dets):
+        assert len(det["boxes"]) > 0 and det["spread"].shape == (len(det["boxes"]), 4)
+        reg = flatten_levels([b[i : i + 1] for b in box], 68)[0]  # (N, 68)
+        all_boxes = coder.decode(reg, anchors).clamp(0, 1000)
+        nearest = torch.cdist(det["boxes"], all_boxes).argmin(dim=1)
+        torch.testing.assert_close(det["boxes"], all_boxes[nearest])
+        torch.testing.assert_close(det["spread"], coder.spread(reg, anchors)[nearest])
+    shapes = [(4, 4), (2, 2), (2, 2), (1, 1), (1, 1)]
+    retina = Postprocess(DeltaCoder())(
+        [torch.randn(1, 9, h, w, generator=g) for h, w in shapes],
+        [torch.zeros(1, 36, h, w) for h, w in shapes],
+        AnchorGenerator()(shapes), torch.tensor([[32, 32]]),
+    )
+    assert set(retina[0]) == {"boxes", "scores", "labels"}

@@ -11,16 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from retina.losses.functional import normalizer
-from retina.training.atomic_io import AtomicCheckpointIO, with_atomic_checkpoint_io
+from retina.training.atomic_io import AtomicCheckpointIO
 from retina.training.checkpoint import load_checkpoint
 from retina.training.config import ROOT, compose_run
 from retina.training.module import DetectionModule
 from retina.training.nonfinite import NonFiniteLossError
 from retina.training.run import train
+from tests.helpers import TINY
 
 SHORT = ["trainer.max_epochs=1", "callbacks.lr_monitor=null", "trainer.check_val_every_n_epoch=1",
          "trainer.log_every_n_steps=1"]
@@ -82,106 +80,8 @@ def test_skip_nonfinite_leaves_weights_unchanged_and_counts(tiny_cfg, tmp_path, 
     assert sorted(written) == ["best.ckpt", "last.ckpt"]  # both through the atomic writer
 
 
-def test_atomic_checkpoint_write_keeps_the_previous_file_on_failure(tmp_path, monkeypatch):
-    target = tmp_path / "checkpoints" / "last.ckpt"
-    io = AtomicCheckpointIO()
-    io.save_checkpoint({"step": torch.tensor(1)}, target)
-    (target.parent / ".last.ckpt.from-killed-run.tmp").write_bytes(b"half")  # left by a kill
+# ---------------------------------------------------------------- real runs in subprocesses
 
-    def interrupted(obj, f, *args, **kwargs):
-        f.write(b"PK\x03\x04 half a checkpoint")
-        raise KeyboardInterrupt  # e.g. Ctrl-C mid-write
-
-    monkeypatch.setattr(torch, "save", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        io.save_checkpoint({"step": torch.tensor(2)}, target)
-    monkeypatch.undo()
-    assert torch.load(target)["step"] == 1
-    assert os.listdir(target.parent) == ["last.ckpt"]  # no temporary files left
-
-    io.save_checkpoint({"step": torch.tensor(3)}, target)
-    assert torch.load(target)["step"] == 3
-    umask = os.umask(0)
-    os.umask(umask)
-    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # like any file, not mkstemp's 0600
-
-
-def test_atomic_checkpoint_io_unless_the_user_chose_one():
-    assert [type(p) for p in with_atomic_checkpoint_io(None)] == [AtomicCheckpointIO]
-    own = TorchCheckpointIO()
-    assert with_atomic_checkpoint_io([own]) == [own]
-
-
-# --- two processes with gloo -------------------------------------------------------------
-
-# One process of a 2-process gloo group: ``python -c GLOO_CASES rank init_file save_dir``
-# prints what it saw as JSON. A script, not multiprocessing: the children import torch and
-# two small modules instead of this test file (Lightning, the data pipeline).
-GLOO_CASES = """
-import json, sys
-from datetime import timedelta
-import torch
-import torch.distributed as dist
-from retina.losses.functional import normalizer
-from retina.training.nonfinite import NonFiniteGuard, NonFiniteLossError
-
-rank, init_file, save_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank, world_size=2,
-                        timeout=timedelta(seconds=60))
-out = {
-    "normalizer": normalizer(torch.tensor([3.0, 6.0][rank])).item(),
-    "normalizer_floor": normalizer(torch.tensor([0.0, 1.0][rank])).item(),
-}
-batch = {"images": torch.zeros(1, 3, 4, 4), "image_ids": torch.tensor([10 + rank])}
-loss = torch.tensor([float("nan"), 1.0][rank])  # NaN on rank 0 only
-skip = NonFiniteGuard(skip=True)
-out["skip_goes_on"] = skip(loss, {"loss_cls": loss}, batch, epoch=0, step=5)
-out["skipped"] = skip.skipped
-try:
-    NonFiniteGuard(save_dir=save_dir)(loss, {"loss_cls": loss}, batch, epoch=0, step=5)
-    out["error"] = None
-except NonFiniteLossError as err:
-    out["error"] = str(err)
-dist.destroy_process_group()
-print(json.dumps(out))
-"""
-
-
-@pytest.fixture(scope="module")
-def two_processes(tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("gloo")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    procs = [subprocess.Popen([sys.executable, "-c", GLOO_CASES, str(rank), str(tmp / "init"),
-                               str(tmp / "nonfinite")], cwd=ROOT, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for rank in (0, 1)]
-    try:
-        outs = [p.communicate(timeout=300) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
-    return {rank: json.loads(out) for rank, (out, _) in enumerate(outs)} | {"save_dir": tmp / "nonfinite"}
-
-
-def test_normalizer_is_the_mean_over_processes_floored_at_one(two_processes):
-    assert normalizer(torch.tensor(3.0)).item() == 3.0  # one process: the count itself
-    for rank in (0, 1):
-        assert two_processes[rank]["normalizer"] == 4.5  # (3 + 6) / 2
-        assert two_processes[rank]["normalizer_floor"] == 1.0  # (0 + 1) / 2 < 1
-
-
-def test_nonfinite_on_one_process_skips_or_stops_all(two_processes):
-    # a process skipping alone would leave the other waiting for its gradients
-    assert [two_processes[r]["skip_goes_on"] for r in (0, 1)] == [False, False]
-    assert [two_processes[r]["skipped"] for r in (0, 1)] == [1, 1]
-    saved = two_processes["save_dir"] / "epoch0_step5_rank0.pt"
-    assert "image ids [10]" in two_processes[0]["error"] and str(saved) in two_processes[0]["error"]
-    assert "on another process at epoch 0, global step 5" in two_processes[1]["error"]
-    assert os.listdir(two_processes["save_dir"]) == [saved.name]  # only the NaN process's batch
-    assert torch.load(saved)["image_ids"].tolist() == [10]
-
-
-# --- real runs in subprocesses ----------------------------------------------------------
 
 def run_train(*overrides: str, run_dir: Path, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}

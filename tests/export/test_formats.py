@@ -1,0 +1,33 @@
+"""retina.export.formats: the ONNX resize matches torch's (exports of trained models are in
+e2e/test_export.py)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from retina.export.formats import MIN_OPSET, _resize_aa_symbolic
+from retina.export.graph import resize_uint8
+
+
+def test_resize_in_onnx_matches_torch_within_one_level(tmp_path):
+    class Resize(torch.nn.Module):
+        def forward(self, x):
+            return resize_uint8(x, (96, 96))
+
+    torch.onnx.register_custom_op_symbolic("aten::_upsample_bilinear2d_aa", _resize_aa_symbolic,
+                                           MIN_OPSET)
+    x = torch.randint(0, 256, (1, 3, 50, 50), dtype=torch.uint8)
+    path = tmp_path / "resize.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation note
+        torch.onnx.export(Resize(), (x,), str(path), dynamo=False, opset_version=MIN_OPSET,
+                          input_names=["x"], dynamic_axes={"x": {2: "h", 3: "w"}})
+    session = ort.InferenceSession(str(path))
+    for hw in ((50, 50), (96, 96), (300, 170)):  # up, same, down
+        x = torch.randint(0, 256, (1, 3, *hw), dtype=torch.uint8)
+        levels = np.abs(session.run(None, {"x": x.numpy()})[0] - resize_uint8(x, (96, 96)).numpy())
+        assert levels.max() * 255 <= 1 + 1e-4 and (levels > 1e-6).mean() < 0.01

@@ -1,0 +1,120 @@
+"""Helpers shared by several test files (the fixtures are in the conftest.py files)."""
+
+from __future__ import annotations
+
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import torch
+import yaml
+
+from retina.data import CocoDetection, load_coco
+from retina.model.anchors import AnchorGenerator
+from retina.training.coco_eval import coco_evaluate, to_coco_results
+from retina.training.config import ROOT
+
+# ---------------------------------------------------------------- tiny training runs
+
+# Small and fast: NEON tiles at 128 px, a thin head, no workers.
+TINY = [
+    "data.size=128",
+    "data.num_workers=0",
+    "data.batch_size=2",
+    "model.detector.head.channels=32",
+    "model.detector.head.num_convs=1",
+    "model.detector.fpn_channels=32",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+# ---------------------------------------------------------------- GFL
+
+R = 16  # reg_max
+
+
+def gfl_anchors(shapes):
+    """GFL's anchors: one square of side 8 * stride per location."""
+    return AnchorGenerator(anchor_scale=8, scales_per_octave=1, ratios=(1.0,))(shapes)
+
+
+# ---------------------------------------------------------------- GHM-C
+
+
+def ghm_example():
+    # targets 0, so g = sigmoid(x); 4 bins [0, .25) [.25, .5) [.5, .75) [.75, 1]
+    g = torch.tensor([0.1, 0.1, 0.1, 0.6, 0.9, 0.1])
+    x = torch.log(g / (1 - g))
+    valid = torch.tensor([True] * 5 + [False])
+    return x, torch.zeros(6), valid
+
+
+# ---------------------------------------------------------------- sweep records
+
+
+def record(job, gamma, alpha, mAP=None, status="ok", error="", wall_s=10.0):
+    """A job.json as retina.sweeps.job writes it; mAP None: no metrics."""
+    return {
+        "job": job,
+        "overrides": ["experiment=neon_retinanet", f"loss.gamma={gamma}", f"loss.alpha={alpha}"],
+        "status": status, "error": error, "wall_s": wall_s, "metric": "val/mAP",
+        "direction": "maximize",
+        "metrics": {} if mAP is None else {"val/mAP": mAP, "val/mAP_50": 2 * mAP, "epoch": 3},
+    }
+
+
+RECORDS = [
+    record(0, 0, 0.25, 0.10),
+    record(1, 0, 0.75, 0.30),
+    record(2, 2, 0.25, status="failed", error="ValueError: loss diverged | nan", wall_s=1.5),
+    record(3, 2, 0.75, 0.20),
+]
+
+
+# ---------------------------------------------------------------- real annotation files
+
+# folders of the sdists that conftest.py's ``labelme`` and ``sahi`` fixtures unpack
+LABELME_VOC = "examples/bbox_detection/data_dataset_voc"
+LABELME_COCO = "examples/instance_segmentation/data_dataset_coco"
+SAHI_DEMO = "demo/demo_data"
+
+
+def write_yolo(voc_root: Path, out: Path, classes: list[str]) -> Path:
+    """The same images and boxes as a YOLO dataset (images/train, labels/train, data.yaml)."""
+    for sub in ("images/train", "labels/train"):
+        (out / sub).mkdir(parents=True)
+    for xml_file in sorted((voc_root / "Annotations").glob("*.xml")):
+        tree = ET.parse(xml_file).getroot()
+        w, h = int(tree.findtext("size/width")), int(tree.findtext("size/height"))
+        lines = []
+        for obj in tree.findall("object"):
+            x1, y1, x2, y2 = (float(obj.findtext(f"bndbox/{k}")) for k in
+                              ("xmin", "ymin", "xmax", "ymax"))  # fmt: skip
+            cx, cy, bw, bh = (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h
+            lines.append(f"{classes.index(obj.findtext('name'))} {cx!r} {cy!r} {bw!r} {bh!r}")
+        shutil.copy(voc_root / "JPEGImages" / f"{xml_file.stem}.jpg", out / "images/train")
+        (out / "labels/train" / f"{xml_file.stem}.txt").write_text("\n".join(lines) + "\n")
+    (out / "data.yaml").write_text(yaml.safe_dump({"names": classes, "nc": len(classes)}))
+    return out
+
+
+def add_label_line(text: str):
+    """A damage for ``yolo_root``: ``text`` becomes line 2 of a label file."""
+
+    def damage(root: Path) -> None:
+        txt = root / "labels/train/2011_000006.txt"
+        lines = txt.read_text().splitlines()
+        txt.write_text("\n".join([lines[0], text, *lines[1:]]) + "\n")  # becomes line 2
+
+    return damage
+
+
+def evaluate(ds: CocoDetection, ids: list[int], dets: list[dict]) -> dict[str, float]:
+    return coco_evaluate(load_coco(ds.ann_file), to_coco_results(ids, dets, ds.cat_ids), ids)[0]
+
+
+# ---------------------------------------------------------------- notebooks
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -1,0 +1,39 @@
+"""retina.training.run.build: the head and the criterion take what they need from the data
+and the loss (training runs are in e2e/)."""
+
+import json
+import math
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import open_dict
+
+from retina.training.run import build
+
+
+def test_class_weights_from_the_training_annotations_reach_the_checkpointed_criterion(tiny_cfg):
+    cfg = tiny_cfg("experiment=neon_retinanet", "loss=softmax_focal", "loss.class_weights=log",
+                   "model.detector.backbone.weights=null")
+    datamodule, module = build(cfg)
+    (n,) = datamodule.class_counts()  # one class: share 1
+    assert n == len(datamodule.train_dataset._labels) > 500
+    torch.testing.assert_close(module.criterion.class_weights, torch.tensor([1 / math.log(2.1)]))
+    assert "criterion.class_weights" in module.state_dict()
+    run = json.loads(module.hparams.run_config)
+    assert run["loss"]["class_weights"] == pytest.approx([1 / math.log(2.1)])
+
+
+def test_the_softmax_loss_gives_the_head_its_background_channel(tiny_cfg):
+    cfg = tiny_cfg("experiment=neon_retinanet", "loss=softmax_focal",
+                   "model.detector.backbone.weights=null")
+    _, module = build(cfg)
+    head = module.detector.head
+    assert head.background_class and head.cls_channels == module.num_classes + 1
+    assert not build(tiny_cfg("experiment=neon_retinanet"))[1].detector.head.background_class
+    # a module put together by hand with a sigmoid head: a clear error
+    with open_dict(cfg):
+        cfg.model.detector.head.num_classes = 1
+        cfg.model.detector.head.background_class = False
+    with pytest.raises(Exception, match="SoftmaxFocalCriterion needs a head with a background channel"):
+        instantiate(cfg.model)
