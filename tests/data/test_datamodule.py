@@ -47,3 +47,15 @@ def test_class_frequency_weights_formulas():
     assert class_frequency_weights(counts, "log") == pytest.approx(log)
     with pytest.raises(ValueError, match="loss.class_weights"):
         class_frequency_weights(counts, "sqrt")
+
+
+def test_datamodule_errors_name_what_is_missing(coco_dir: Path):
+    with pytest.raises(ValueError, match=r"data.root.*data.val_ann, data.val_images"):
+        DetectionDataModule(coco_dir / "ann.json", coco_dir / "images")
+    dm = DetectionDataModule(coco_dir / "ann.json", coco_dir / "images", coco_dir / "ann.json",
+                             coco_dir / "images")
+    for read in (lambda: dm.class_names, dm.train_dataloader, dm.class_counts):
+        with pytest.raises(RuntimeError, match="call setup"):
+            read()
+    with pytest.raises(ValueError, match="loss.class_weights must be null, inverse or log"):
+        class_frequency_weights([1, 2], "sqrt")

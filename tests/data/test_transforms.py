@@ -69,3 +69,13 @@ def test_scale_jitter_range():
         assert image.shape[-1] == image.shape[-2] and 50 <= image.shape[-1] <= 150
     with pytest.raises(ValueError, match="size or min_size"):
         train_transforms(scale_jitter=(0.5, 1.5))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"size": 100, "min_size": 80}, "either size or min_size/max_size"),
+    ({"size": 100, "scale_jitter": (1.2, 0.8)}, "0 < low <= high, got"),
+    ({"scale_jitter": (0.8, 1.2)}, "scale_jitter needs size or min_size"),
+])
+def test_bad_resize_options_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        train_transforms(**kwargs)

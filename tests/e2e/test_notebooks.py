@@ -7,17 +7,19 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from retina.analysis.explore import QUICKSTART_ENV
 from retina.training.config import ROOT
 from tests.helpers import NOTEBOOKS
 
 
-def run(book: nbformat.NotebookNode, timeout: int = 900) -> nbformat.NotebookNode:
+def run(book: nbformat.NotebookNode, timeout: int = 900, env: dict | None = None,
+        ) -> nbformat.NotebookNode:
     """Execute in the ``python3`` kernel of this interpreter (jupyter_client starts the kernel
     with ``sys.executable`` for it), from the repository root, with this checkout first on
     ``PYTHONPATH`` so that ``import retina`` is the code under test."""
     from nbclient import NotebookClient
 
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
     env.pop("MPLBACKEND", None)  # the kernel's inline backend draws the figures into outputs
@@ -40,8 +42,9 @@ def test_kernel_is_this_python_and_imports_this_checkout():
 @pytest.mark.slow
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path):
-    book = run(nbformat.read(path, as_version=4))
+def test_notebook_runs(path, trained_gfl):
+    # the session's tiny GFL model, not whatever checkpoint this machine has under outputs/
+    book = run(nbformat.read(path, as_version=4), env={QUICKSTART_ENV: str(trained_gfl.ckpt)})
     errors = [o for c in book.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
     assert not errors  # nbclient raises on the first error; this guards allow_errors cells

@@ -6,9 +6,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from retina.training.checkpoint import load_checkpoint
 from retina.training.config import ROOT
+from retina.training.module import DetectionModule
 from retina.training.run import evaluate, train
 from tests.helpers import TINY
 
@@ -25,7 +27,7 @@ def test_fast_dev_run_writes_metrics(tiny_cfg, tmp_path, experiment):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
 
 
-def test_resume_and_eval_reproduce_training(tiny_cfg, tmp_path):
+def test_resume_and_eval_reproduce_training(tiny_cfg, tmp_path, monkeypatch):
     first = train(tiny_cfg(*SHORT))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     saved = load_checkpoint(str(ckpt))
@@ -35,12 +37,37 @@ def test_resume_and_eval_reproduce_training(tiny_cfg, tmp_path):
 
     # eval on the checkpoint gives the numbers written at the end of training
     metrics = evaluate(tiny_cfg(f"ckpt_path={ckpt}", "accelerator=cpu", name="eval"))
+    assert first["val/AR_100"] > 0  # not 0 == 0: the untrained boxes are near the anchors
     for key in ("val/mAP", "val/mAP_50", "val/AR_100"):
         assert metrics[key] == pytest.approx(first[key], abs=1e-9), key
 
-    # resuming continues at the saved step and epoch, with the optimizer state
+    # resuming continues at the saved step and epoch, with the weights, the optimizer, the
+    # schedule and the EMA of the weights as they were saved
+    seen = {}
+
+    def on_train_start(self):
+        ema = next(c for c in self.trainer.callbacks if type(c).__name__ == "WeightAveraging")
+        seen["weights"] = {k: v.clone() for k, v in self.state_dict().items()}
+        seen["average"] = {k: v.clone() for k, v in ema._average_model.module.state_dict().items()}
+        seen["optimizer"] = self.trainer.optimizers[0].state_dict()
+        seen["schedule"] = self.trainer.lr_scheduler_configs[0].scheduler.state_dict()
+
+    monkeypatch.setattr(DetectionModule, "on_train_start", on_train_start, raising=False)
     second = train(tiny_cfg(*SHORT, "trainer.max_epochs=2", f"ckpt_path={ckpt}"))
     assert second["global_step"] == 4 and second["epoch"] == 2
+    live, averaged = saved["current_model_state"], saved["state_dict"]
+    assert any(not torch.equal(live[k], averaged[k]) for k in live)  # two different states
+    for key, value in seen["weights"].items():
+        assert torch.equal(value, live[key]), key
+    for key, value in seen["average"].items():
+        assert torch.equal(value, averaged[key]), key
+    saved_opt = saved["optimizer_states"][0]["state"]
+    assert seen["optimizer"]["state"].keys() == saved_opt.keys() and len(saved_opt) > 0
+    for i, state in saved_opt.items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(seen["optimizer"]["state"][i][name]),
+                               torch.as_tensor(value)), (i, name)
+    assert seen["schedule"]["last_epoch"] == saved["lr_schedulers"][0]["last_epoch"] == 2
 
 
 @pytest.mark.slow

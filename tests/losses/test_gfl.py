@@ -98,3 +98,88 @@ def test_criterion_rejects_box_channels_of_another_reg_max():
     with pytest.raises(ValueError, match="reg_max=16 needs 4 \\* 17"):
         GFLCriterion()(torch.zeros(2, n, 3), torch.zeros(2, n, 4), torch.cat(level), gt_boxes,
                        gt_labels, [len(a) for a in level])
+
+
+def atss_by_loops(anchors: list[torch.Tensor], boxes: torch.Tensor, topk: int = 9) -> dict:
+    """ATSS written out per box and level in plain Python: {anchor index: box index}."""
+    flat = torch.cat(anchors).double()
+    centres = (flat[:, :2] + flat[:, 2:]) / 2
+    best: dict[int, tuple[float, int]] = {}
+    for j, box in enumerate(boxes.double().tolist()):
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        cand, start = [], 0
+        for level in anchors:
+            dist = [((float(x) - cx) ** 2 + (float(y) - cy) ** 2) ** 0.5
+                    for x, y in centres[start:start + len(level)].tolist()]
+            cand += [start + i for i in sorted(range(len(dist)), key=dist.__getitem__)[:topk]]
+            start += len(level)
+        ious = []
+        for i in cand:
+            a = flat[i].tolist()
+            iw = max(0.0, min(a[2], box[2]) - max(a[0], box[0]))
+            ih = max(0.0, min(a[3], box[3]) - max(a[1], box[1]))
+            inter = iw * ih
+            union = (a[2] - a[0]) * (a[3] - a[1]) + (box[2] - box[0]) * (box[3] - box[1]) - inter
+            ious.append(inter / union)
+        mean = sum(ious) / len(ious)
+        std = (sum((v - mean) ** 2 for v in ious) / (len(ious) - 1)) ** 0.5
+        for i, iou in zip(cand, ious):
+            x, y = centres[i].tolist()
+            inside = box[0] < x < box[2] and box[1] < y < box[3]
+            if iou >= mean + std and inside and iou > best.get(i, (-1.0, -1))[0]:
+                best[i] = (iou, j)
+    return {i: j for i, (_, j) in best.items()}
+
+
+def test_criterion_against_the_paper_formulas_with_varied_scores():
+    # One image with two boxes; random class logits, so each positive's GIoU and DFL terms
+    # carry a different weight (its highest class score), and the weights sum to < 1 or > 1
+    # depending on the scale: both normalisations of the paper's code are exercised.
+    shapes, level, gt_boxes, gt_labels = tiny_batch(2)
+    gt_boxes, gt_labels = gt_boxes[:1], gt_labels[:1]
+    anchors, sizes = torch.cat(level), [len(a) for a in level]
+    n, r1 = len(anchors), 17
+    g = torch.Generator().manual_seed(1)
+    box = torch.randn(1, n, 4 * r1, generator=g)
+    pairs = atss_by_loops(level, gt_boxes[0])
+    assert len(pairs) >= 3 and set(pairs.values()) == {0, 1}
+    for scale, floor in ((3.0, False), (-6.0, True)):  # weights sum > 1, then < 1
+        cls = scale + torch.randn(1, n, 3, generator=g)
+        losses = GFLCriterion()(cls, box, anchors, gt_boxes, gt_labels, sizes)
+        giou_sum = dfl_sum = weight_sum = qfl = 0.0
+        iou_of = {}
+        for i, j in pairs.items():
+            a, gt = anchors[i].double(), gt_boxes[0, j].double()
+            stride = float(a[2] - a[0]) / 8  # anchor side 8 strides
+            cx, cy = float(a[0] + a[2]) / 2, float(a[1] + a[3]) / 2
+            probs = box[0, i].double().view(4, r1).softmax(-1)
+            dist = (probs * torch.arange(r1)).sum(-1) * stride  # expected l, t, r, b in pixels
+            pred = torch.stack([cx - dist[0], cy - dist[1], cx + dist[2], cy + dist[3]])
+            w = float(cls[0, i].double().sigmoid().max())
+            giou_sum += w * float(generalized_box_iou_loss(pred[None], gt[None]))
+            target = torch.tensor([cx - gt[0], cy - gt[1], gt[2] - cx, gt[3] - cy]) / stride
+            target = target.clamp(0, 16 - 0.01)
+            lo = target.floor().long()
+            ce = -probs.log()
+            dfl = ((lo + 1 - target) * ce[range(4), lo] + (target - lo) * ce[range(4), lo + 1])
+            dfl_sum += w * float(dfl.mean())
+            weight_sum += w
+            iw = (torch.minimum(pred[2], gt[2]) - torch.maximum(pred[0], gt[0])).clamp(min=0)
+            ih = (torch.minimum(pred[3], gt[3]) - torch.maximum(pred[1], gt[1])).clamp(min=0)
+            inter = iw * ih
+            union = (pred[2] - pred[0]) * (pred[3] - pred[1]) + (gt[2] - gt[0]) * (gt[3] - gt[1])
+            iou_of[i] = (int(gt_labels[0, j]), float(inter / (union - inter)))
+        # QFL over every anchor and class: BCE toward the IoU for a positive's own class,
+        # toward 0 elsewhere, times |target - p|^2
+        p = cls[0].double().sigmoid()
+        for i in range(n):
+            for c in range(3):
+                s = iou_of[i][1] if i in iou_of and iou_of[i][0] == c else 0.0
+                bce = -(s * p[i, c].log() + (1 - s) * (1 - p[i, c]).log())
+                qfl += float(bce * (s - p[i, c]).abs() ** 2)
+        norm = max(weight_sum, 1.0)
+        assert (weight_sum < 1) == floor
+        assert int(losses["num_fg"]) == len(pairs)
+        torch.testing.assert_close(float(losses["loss_box"]), 2.0 * giou_sum / norm, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(float(losses["loss_dfl"]), 0.25 * dfl_sum / norm, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(float(losses["loss_cls"]), qfl / len(pairs), rtol=1e-4, atol=1e-6)

@@ -1,9 +1,11 @@
 """retina.training.config: the composed Hydra configs (conf/) of runs, experiments and sweeps."""
 
 import inspect
+import types
 
 import lightning as L
 import pytest
+import torch
 import yaml
 from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
@@ -152,3 +154,30 @@ def test_slurm_launcher_runs_ddp_with_one_task_per_gpu(tmp_path):
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (4, 4, 2)
     assert cfg.trainer.strategy == "ddp"
     assert type(instantiate(launcher)).__name__ == "SlurmLauncher"
+
+
+@pytest.mark.parametrize("overrides, check", [
+    (["optim=sgd"], lambda m: isinstance(m.configure_optimizers()["optimizer"], torch.optim.SGD)),
+    (["model.no_decay_norm_bias=true"],
+     lambda m: m.configure_optimizers()["optimizer"].param_groups[1]["weight_decay"] == 0.0),
+    (["sched=multistep"], lambda m: m.configure_optimizers()["lr_scheduler"]["interval"] == "step"),
+])
+def test_optimizer_options_reach_the_optimizer(tiny_cfg, overrides, check):
+    cfg = tiny_cfg("experiment=neon_retinanet", "model.detector.backbone.weights=null", *overrides)
+    with open_dict(cfg):
+        cfg.model.detector.head.num_classes = 1
+    module = instantiate(cfg.model)
+    module.trainer = types.SimpleNamespace(estimated_stepping_batches=100)  # what fit() sets
+    assert check(module)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["data=coco", "data.root=/nowhere"], ["data=voc", "data.root=/nowhere"],
+    ["data=yolo", "data.root=/nowhere"], ["debug=overfit"], ["logger=tensorboard"],
+    ["trainer=ddp_cpu"], ["trainer=gpu"], ["sched=multistep", "optim=sgd"],
+])
+def test_every_config_option_composes(tiny_cfg, overrides):
+    cfg = tiny_cfg(*overrides)
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    for group in ("optim", "sched"):
+        instantiate(cfg[group])  # partials: built without their arguments
