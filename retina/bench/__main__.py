@@ -2,6 +2,7 @@
 
     python -m retina.bench speed [--sizes 512 640] [--batch 2] [--quick] [--out FILE]
     python -m retina.bench accuracy [--minutes 10] [--seed 0] [--out FILE]
+    python -m retina.bench probe    # the machine's matmul GFLOP/s, to write beside any timing
 """
 
 from __future__ import annotations
@@ -48,7 +49,14 @@ def main(argv: list[str] | None = None) -> dict:
     ac.add_argument("--models", nargs="+", default=["retinanet", "gfl", "torchvision"])
     ac.add_argument("--seed", type=int, default=0)
     ac.add_argument("--out", help="write the JSON report here")
+    sub.add_parser("probe", help="matmul GFLOP/s of this machine (2048^2 float32, best of 5)")
     args = parser.parse_args(argv)
+    if args.command == "probe":
+        from retina.bench.speed import matmul_peak_gflops
+
+        report = {"matmul_peak_gflops": round(matmul_peak_gflops(), 1), "machine": machine()}
+        print(json.dumps(report))
+        return report
 
     if args.command == "speed":
         from retina.bench.speed import print_speed, speed

@@ -24,6 +24,11 @@ def sweep(tmp_path, *overrides):
         return list(csv.DictReader(f))
 
 
+def job_metrics(tmp_path, row: dict) -> dict:
+    """The metrics.json that the sweep's job wrote itself."""
+    return json.loads((tmp_path / "sweep" / row["job"] / "metrics.json").read_text())
+
+
 @pytest.mark.slow
 def test_grid_sweep_writes_summary_and_sweep_report_reproduces_it(tmp_path):
     rows = sweep(tmp_path, "experiment=neon_retinanet", "loss.gamma=0,2", "loss.alpha=0.25,0.75")
@@ -31,8 +36,7 @@ def test_grid_sweep_writes_summary_and_sweep_report_reproduces_it(tmp_path):
         ("0", "0", "0.25", "ok"), ("1", "0", "0.75", "ok"), ("2", "2", "0.25", "ok"), ("3", "2", "0.75", "ok")]
     for r in rows:  # fast_dev_run validates one batch: real COCO numbers
         assert 0 <= float(r["val/mAP"]) <= float(r["val/mAP_50"]) <= 1 and float(r["wall_s"]) > 0
-        metrics = json.loads((tmp_path / "sweep" / r["job"] / "metrics.json").read_text())
-        assert float(r["val/mAP"]) == metrics["val/mAP"]
+        assert float(r["val/mAP"]) == job_metrics(tmp_path, r)["val/mAP"]
     md = (tmp_path / "sweep" / "sweep.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("| ") and "rank" not in line]
     maps = [float(line.split(" | ")[4]) for line in table]
@@ -55,7 +59,7 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert failed["status"] == "failed" and failed["loss.gamma"] == "-1"
     assert failed["error"] == "ValueError: loss.gamma must be a number >= 0, got -1"
     assert failed["val/mAP"] == ""
-    assert ok["status"] == "ok" and float(ok["val/mAP"]) >= 0
+    assert ok["status"] == "ok" and float(ok["val/mAP"]) == job_metrics(tmp_path, ok)["val/mAP"]
     md = (tmp_path / "sweep" / "sweep.md").read_text().splitlines()
     assert md[-1].startswith("| - | 0 | -1 |") and "failed | ValueError: loss.gamma" in md[-1]
 
@@ -67,7 +71,7 @@ def test_focal_optuna_study_runs_its_trials(tmp_path):
     for r in rows:
         assert 0 <= float(r["loss.gamma"]) <= 5 and 0.1 <= float(r["loss.alpha"]) <= 0.9
         assert "." in r["loss.gamma"]  # sampled as floats, not integers
-        assert float(r["val/mAP"]) >= 0
+        assert float(r["val/mAP"]) == job_metrics(tmp_path, r)["val/mAP"]
     best = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
     assert f"best_value: {max(float(r['val/mAP']) for r in rows)}" in best
 
