@@ -69,3 +69,9 @@ def test_the_checker_sees_wrong_imports(tmp_path):
     assert len(violations(bad, "model")) == 4  # the network imports nothing of the package
     assert len(violations(bad, "training")) == 2  # only the entry points are above it
     assert len(violations(bad, "ops")) == 3  # its own folder is allowed
+
+
+def test_every_folder_is_a_package():
+    # setuptools' find (pyproject.toml) ships only folders with an __init__.py
+    folders = {p.parent for p in modules()} - {PACKAGE}
+    assert not [f.name for f in folders if not (f / "__init__.py").is_file()]

@@ -1,0 +1,85 @@
+"""Benchmarks side by side with torchvision's RetinaNet, each in one process and one run.
+
+    python -m retina.bench speed [--sizes 512 640] [--batch 2] [--quick] [--out FILE]
+    python -m retina.bench accuracy [--minutes 10] [--seed 0] [--out FILE]
+    python -m retina.bench probe    # the machine's matmul GFLOP/s, to write beside any timing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+
+import torch
+import torchvision
+
+
+def machine() -> dict:
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="python -m retina.bench", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sp = sub.add_parser("speed", help="speed and memory against torchvision's RetinaNet-R50-FPN")
+    sp.add_argument("--sizes", type=int, nargs="+", default=[512, 640])
+    sp.add_argument("--batch", type=int, default=2)
+    sp.add_argument("--repeats", type=int, default=5)
+    sp.add_argument("--threads", type=int, default=torch.get_num_threads())
+    sp.add_argument("--quick", action="store_true", help="256 px, 2 repeats (about a minute)")
+    sp.add_argument("--out", help="write the JSON report here")
+    ac = sub.add_parser("accuracy", help="NEON mAP after a fixed CPU budget, ours vs torchvision")
+    ac.add_argument("--minutes", type=float, default=10.0, help="training budget per model")
+    ac.add_argument("--models", nargs="+", default=["retinanet", "gfl", "torchvision"])
+    ac.add_argument("--seed", type=int, default=0)
+    ac.add_argument("--out", help="write the JSON report here")
+    sub.add_parser("probe", help="matmul GFLOP/s of this machine (2048^2 float32, best of 5)")
+    args = parser.parse_args(argv)
+    if args.command == "probe":
+        from retina.bench.speed import matmul_peak_gflops
+
+        report = {"matmul_peak_gflops": round(matmul_peak_gflops(), 1), "machine": machine()}
+        print(json.dumps(report))
+        return report
+
+    if args.command == "speed":
+        from retina.bench.speed import print_speed, speed
+
+        if args.quick:
+            args.sizes, args.repeats = [256], 2
+        report = speed(args.sizes, args.batch, args.repeats, args.threads)
+        report["config"] = {"sizes": args.sizes, "batch": args.batch, "repeats": args.repeats,
+                            "threads": args.threads, "quick": args.quick}
+    else:
+        from retina.bench.accuracy import accuracy
+
+        report = accuracy(args.minutes, args.models, args.seed)
+    report["machine"] = machine()
+    report["command"] = "python -m retina.bench " + " ".join(argv)
+    if args.command == "speed":
+        print_speed(report)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"\nwrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

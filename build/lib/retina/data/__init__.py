@@ -1,0 +1,30 @@
+"""Data pipeline: COCO-format datasets (VOC and YOLO via `retina.data.convert`), transforms,
+collate, LightningDataModule, NEON prep."""
+
+from retina.data.coco import CocoDetection, load_coco, read_rgb
+from retina.data.collate import collate
+from retina.data.datamodule import DetectionDataModule, coco_paths
+from retina.data.transforms import eval_transforms, train_transforms
+
+__all__ = [
+    "CocoDetection",
+    "DetectionDataModule",
+    "assign_boxes_to_tile",
+    "coco_paths",
+    "collate",
+    "eval_transforms",
+    "load_coco",
+    "prepare_neon",
+    "read_rgb",
+    "train_transforms",
+]
+
+
+def __getattr__(name: str):
+    # Imported lazily so that `python -m retina.data.neon` does not find the module
+    # already imported by its package (runpy warns about that).
+    if name in ("prepare_neon", "assign_boxes_to_tile"):
+        from retina.data import neon
+
+        return getattr(neon, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

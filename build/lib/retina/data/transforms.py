@@ -1,0 +1,113 @@
+"""Transform builders for detection (``torchvision.transforms.v2``).
+
+Each builder returns a ``v2.Compose`` that maps ``(image, target)`` to ``(image, target)``:
+the image a ``tv_tensors.Image`` (3, H, W) uint8 in, float32 in [0, 1] out (no mean/std
+normalisation: the model does it); ``target["boxes"]`` / ``target["labels"]`` follow the
+geometry, boxes are clamped to the image and those smaller than 1 px removed with their
+labels. Other target entries (``image_id``, ``orig_size``) pass through untouched.
+
+Resizing, chosen by the arguments:
+    - ``size``: fixed ``size x size`` square (aspect ratio not kept).
+    - ``min_size`` / ``max_size``: short side to ``min_size``, long side capped at
+      ``max_size`` (``max_size`` alone: long side to ``max_size``).
+    - none of them: keep the image size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+
+def _resize(size: int | None, min_size: int | None, max_size: int | None) -> list[v2.Transform]:
+    """The resize step for the given options (empty list to keep the size)."""
+    if size is not None:
+        if min_size is not None or max_size is not None:
+            raise ValueError("give either size or min_size/max_size, not both")
+        return [v2.Resize((size, size))]
+    if min_size is not None or max_size is not None:
+        return [v2.Resize(min_size, max_size=max_size)]
+    return []
+
+
+def _scale_jitter(
+    scale: tuple[float, float], size: int | None, min_size: int | None, max_size: int | None
+) -> v2.Transform:
+    """Random multi-scale resize applied after the base resize, factor in ``scale``."""
+    lo, hi = scale
+    if not 0 < lo <= hi:
+        raise ValueError(f"scale_jitter must be (low, high) with 0 < low <= high, got {scale}")
+    if size is not None:  # square of side round(size * s), s ~ U(lo, hi)
+        return v2.ScaleJitter((size, size), scale_range=(lo, hi))
+    if min_size is not None:  # short side drawn from a few sizes in [lo, hi] * min_size
+        sides = sorted({round(min_size * float(f)) for f in torch.linspace(lo, hi, 5)})
+        cap = round(max_size * hi) if max_size is not None else None
+        return v2.RandomShortestSize(sides, max_size=cap)
+    raise ValueError("scale_jitter needs size or min_size")
+
+
+def _finish() -> list[v2.Transform]:
+    """Clamp boxes, drop degenerate ones with their labels, convert the image to float."""
+    return [
+        v2.ClampBoundingBoxes(),
+        v2.SanitizeBoundingBoxes(),
+        v2.ToDtype(torch.float32, scale=True),
+    ]
+
+
+def train_transforms(
+    size: int | None = None,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    hflip: float = 0.5,
+    vflip: float = 0.0,
+    photometric: bool = False,
+    scale_jitter: tuple[float, float] | None = None,
+    rot90: float = 0.0,
+) -> v2.Compose:
+    """Training pipeline: resize, optional scale jitter, flips and quarter turns, optional
+    colour jitter.
+
+    Args:
+        size: Fixed square side in pixels.
+        min_size: Short side in pixels.
+        max_size: Cap of the long side in pixels.
+        hflip: Probability of a horizontal flip.
+        vflip: Probability of a vertical flip (aerial images have no "up").
+        photometric: Add ``ColorJitter(0.2, 0.2, 0.2, 0.02)``.
+        scale_jitter: ``(low, high)`` factor range of a random resize relative to ``size``
+            or ``min_size`` (one of them is required).
+        rot90: Probability of a quarter turn (counter-clockwise; with both flips at 0.5,
+            all eight orientations of the image are equally likely).
+
+    Returns:
+        The composed transform.
+    """
+    ops = _resize(size, min_size, max_size)
+    if scale_jitter is not None:
+        ops.append(_scale_jitter(scale_jitter, size, min_size, max_size))
+    if hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(hflip))
+    if vflip > 0:
+        ops.append(v2.RandomVerticalFlip(vflip))
+    if rot90 > 0:  # expand: the turned image is W x H, nothing cut
+        ops.append(v2.RandomApply([v2.RandomRotation((90, 90), expand=True)], p=rot90))
+    if photometric:
+        ops.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02))
+    return v2.Compose(ops + _finish())
+
+
+def eval_transforms(
+    size: int | None = None, min_size: int | None = None, max_size: int | None = None
+) -> v2.Compose:
+    """Evaluation pipeline: deterministic resize and conversion to float.
+
+    Args:
+        size: Fixed square side in pixels.
+        min_size: Short side in pixels.
+        max_size: Cap of the long side in pixels.
+
+    Returns:
+        The composed transform.
+    """
+    return v2.Compose(_resize(size, min_size, max_size) + _finish())

@@ -1,0 +1,194 @@
+"""Writers of the three export formats.
+
+- safetensors: the Detector's weights (no pickle) + a JSON sidecar (``ExportMeta``).
+- TorchScript: :class:`retina.export.graph.DetectionGraph` traced; metadata in the
+  archive's ``extra/retina.json``.
+- ONNX: the same graph through the TorchScript-based exporter (opset >= 18 for the
+  antialiased Resize), checked with ``onnx.checker``; metadata as ``metadata_props``
+  ``retina``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from retina.export.graph import DetectionGraph
+from retina.export.meta import ExportMeta
+from retina.export.predictor import Predictor
+
+FORMATS = ("safetensors", "torchscript", "onnx")
+SUFFIXES = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx"}
+META_FILE = "retina.json"  # TorchScript extra file / ONNX metadata key "retina"
+OUTPUT_NAMES = ("boxes", "scores", "labels", "num_dets", "spread")
+MIN_OPSET = 18  # Resize with antialias
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sidecar_path(weights: str | Path) -> Path:
+    """The JSON next to a safetensors file: ``model.safetensors`` -> ``model.json``."""
+    return Path(weights).with_suffix(".json")
+
+
+def export_safetensors(predictor: Predictor, out: str | Path) -> Path:
+    """Write ``out`` (.safetensors, the Detector's state dict) and its JSON sidecar.
+
+    Returns:
+        the sidecar path; ``retina.load`` takes either file.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out).with_suffix(".safetensors")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in predictor.detector.state_dict().items()}
+    save_file(state, str(out), metadata={"format": "pt", "sidecar": sidecar_path(out).name})
+    sidecar = json.loads(predictor.meta.to_json())
+    sidecar.update(weights=out.name, weights_sha256=sha256(out))
+    sidecar_path(out).write_text(json.dumps(sidecar, indent=2))
+    return sidecar_path(out)
+
+
+def graph_input_size(predictor: Predictor, input_size: tuple[int, int] | None) -> tuple[int, int]:
+    """(h, w) the graph resizes to: ``input_size``, else the model's square ``size``."""
+    if input_size is not None:
+        return int(input_size[0]), int(input_size[1])
+    if predictor.meta.size is not None:
+        return predictor.meta.size, predictor.meta.size
+    raise ValueError(
+        f"the model resizes by min_size={predictor.meta.min_size} / max_size="
+        f"{predictor.meta.max_size} (aspect kept); TorchScript / ONNX graphs run at a fixed "
+        "size: pass input_size=[H,W]"
+    )
+
+
+def build_graph(predictor: Predictor, input_size: tuple[int, int] | None = None) -> DetectionGraph:
+    """The traceable graph of ``predictor`` at a fixed network input size, on CPU."""
+    h, w = graph_input_size(predictor, input_size)
+    div = predictor.meta.size_divisible
+    padded = (-(-h // div) * div, -(-w // div) * div)  # rounded up like collate
+    detector = predictor.detector
+    if predictor.device.type != "cpu":
+        detector = copy.deepcopy(detector).cpu()
+    with torch.no_grad():  # batch 2: GroupNorm refuses one value per group (1x1 P7, batch 1)
+        cls_maps, _ = detector(torch.zeros(2, 3, *padded))
+    anchors = detector.level_anchors(cls_maps)
+    return DetectionGraph(detector, predictor.postprocess, anchors, (h, w), padded).eval()
+
+
+def example_images(graph: DetectionGraph, batch_size: int = 2) -> Tensor:
+    """Tracing input whose size differs from the network input (the resize must be traced)."""
+    h, w = graph.input_size
+    return torch.randint(0, 256, (batch_size, 3, h + 19, w + 7), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(0))
+
+
+def graph_meta(predictor: Predictor, graph: DetectionGraph) -> ExportMeta:
+    """The predictor's metadata with the graph's fixed network input size."""
+    return dataclasses.replace(predictor.meta, graph_input_size=list(graph.input_size))
+
+
+def _trace_quietly(fn, *args, **kwargs):
+    """Run an export while hiding tracer notes about values fixed by the network size
+    (top-k sizes, level shapes): the graph's network input size is fixed by design."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*(legacy TorchScript-based ONNX|is deprecated)")
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
+        warnings.filterwarnings("ignore", message="The feature will be removed")
+        return fn(*args, **kwargs)
+
+
+def export_torchscript(
+    predictor: Predictor, out: str | Path, input_size: tuple[int, int] | None = None
+) -> Path:
+    """Trace :class:`DetectionGraph` and save it with the metadata (see module docstring)."""
+    graph = build_graph(predictor, input_size)
+    with torch.no_grad():
+        traced = _trace_quietly(torch.jit.trace, graph, example_images(graph), check_trace=False)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _trace_quietly(torch.jit.save, traced, str(out),
+                   _extra_files={META_FILE: graph_meta(predictor, graph).to_json()})
+    return out
+
+
+def _resize_aa_symbolic(g, input, output_size, align_corners, scale_factors):
+    """``aten::_upsample_bilinear2d_aa`` -> ONNX Resize(linear, antialias=1).
+
+    ``exclude_outside=1`` renormalises the filter at the borders like torch / PIL.
+    """
+    from torch.onnx import symbolic_helper
+
+    size = symbolic_helper._maybe_get_const(output_size, "is")
+    corners = symbolic_helper._maybe_get_const(align_corners, "i")
+    lead = g.op("Slice", g.op("Shape", input), g.op("Constant", value_t=torch.tensor([0])),
+                g.op("Constant", value_t=torch.tensor([2])))  # (2,) B, C
+    sizes = g.op("Concat", lead, g.op("Constant", value_t=torch.tensor(list(size))), axis_i=0)
+    empty = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
+    return g.op("Resize", input, empty, empty, sizes, mode_s="linear", antialias_i=1,
+                exclude_outside_i=1,
+                coordinate_transformation_mode_s="align_corners" if corners else "half_pixel")
+
+
+def export_onnx(
+    predictor: Predictor, out: str | Path, input_size: tuple[int, int] | None = None,
+    opset: int = MIN_OPSET,
+) -> Path:
+    """Export :class:`DetectionGraph` to ONNX with dynamic batch, height and width.
+
+    Uses the TorchScript-based exporter (``dynamo=False``): it maps torchvision's ``nms``
+    to NonMaxSuppression; the antialiased resize gets the symbolic above.
+    """
+    import onnx
+
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset must be >= {MIN_OPSET} (Resize with antialias), got {opset}")
+    graph = build_graph(predictor, input_size)
+    with torch.no_grad():
+        num_outputs = len(graph(example_images(graph)))
+    names = list(OUTPUT_NAMES[:num_outputs])
+    dynamic = {"images": {0: "batch", 2: "height", 3: "width"}, **{n: {0: "batch"} for n in names}}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.register_custom_op_symbolic("aten::_upsample_bilinear2d_aa", _resize_aa_symbolic,
+                                           MIN_OPSET)
+    with torch.no_grad():
+        _trace_quietly(
+            torch.onnx.export, graph, (example_images(graph),), str(out), dynamo=False,
+            opset_version=opset, input_names=["images"], output_names=names,
+            dynamic_axes=dynamic,
+        )
+    model = onnx.load(str(out))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "retina", graph_meta(predictor, graph).to_json()
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(out))
+    return out
+
+
+def export(
+    predictor: Predictor, fmt: str, out: str | Path, input_size: tuple[int, int] | None = None,
+    opset: int = MIN_OPSET,
+) -> Path:
+    """Write ``predictor`` in format ``fmt`` (one of :data:`FORMATS`) to ``out``."""
+    if fmt == "safetensors":
+        return export_safetensors(predictor, out)
+    if fmt == "torchscript":
+        return export_torchscript(predictor, out, input_size)
+    if fmt == "onnx":
+        return export_onnx(predictor, out, input_size, opset)
+    raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")

@@ -1,0 +1,160 @@
+"""Eager inference: uint8 images in, detections in original image pixels out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import Tensor
+from torchvision import tv_tensors
+
+from retina.data.collate import collate
+from retina.data.transforms import eval_transforms
+from retina.export.meta import ExportMeta, meta_from_checkpoint
+from retina.model.detector import Detector
+from retina.ops.levels import scale_to_original
+from retina.ops.postprocess import Postprocess
+from retina.training.checkpoint import load_checkpoint, module_from_checkpoint
+
+Images = Tensor | list[Tensor]  # uint8 (B, 3, H, W), or a list of (3, H_i, W_i)
+Detections = list[dict[str, Tensor]]
+
+
+def image_list(images: Images) -> list[Tensor]:
+    """Check and split ``images`` into a list of (3, H_i, W_i) uint8 tensors."""
+    if isinstance(images, Tensor):
+        if images.ndim != 4:
+            raise ValueError(f"expected a uint8 batch (B, 3, H, W), got {tuple(images.shape)}")
+        images = list(images)
+    for i, im in enumerate(images):
+        ok = isinstance(im, Tensor) and im.dtype == torch.uint8 and im.ndim == 3
+        if not ok or im.shape[0] != 3:
+            what = f"{im.dtype} {tuple(im.shape)}" if isinstance(im, Tensor) else type(im).__name__
+            raise ValueError(f"image {i}: expected a uint8 RGB tensor (3, H, W), got {what}")
+    return list(images)
+
+
+def build_parts(meta: ExportMeta) -> tuple[Detector, Postprocess]:
+    """Detector (random init, with its anchors) and postprocess from ``meta.model``."""
+    cfg = OmegaConf.create(meta.model)
+    cfg.detector.backbone.weights = None
+    cfg.detector.head.num_classes = meta.num_classes
+    norm = {k: tuple(v) for k, v in (("pixel_mean", meta.pixel_mean),
+                                     ("pixel_std", meta.pixel_std)) if v is not None}
+    detector = instantiate(cfg.detector, **norm)
+    return detector, instantiate(cfg.postprocess)(coder=instantiate(cfg.coder))
+
+
+class Predictor:
+    """The eval path of ``retina.eval`` as a callable.
+
+    Each image is resized by ``retina.data.transforms.eval_transforms`` (``meta.size`` or
+    ``meta.min_size`` / ``meta.max_size``), batched by ``retina.data.collate.collate``
+    (zero padding to ``meta.size_divisible``), normalised and run by the Detector,
+    postprocessed, and mapped back to the pixels of the given image.
+
+    Args:
+        detector: the network, weights loaded, with the anchors of the training run.
+        postprocess: decoder + NMS with the thresholds to use.
+        meta: classes and input rules.
+        device: where to run.
+
+    Example:
+        >>> predictor = retina.load("model.safetensors")  # doctest: +SKIP
+        >>> dets = predictor(read_rgb("tile.png")[None])  # [{"boxes": (D, 4), ...}]
+    """
+
+    def __init__(
+        self, detector: Detector, postprocess: Postprocess, meta: ExportMeta,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.detector = detector.eval().to(self.device)
+        self.postprocess = postprocess
+        self.meta = meta
+        self.transforms = eval_transforms(meta.size, meta.min_size, meta.max_size)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.meta.class_names
+
+    @property
+    def cat_ids(self) -> list[int]:
+        return self.meta.cat_ids
+
+    def set_postprocess(self, **settings: float | None) -> Predictor:
+        """Override ``score_thresh`` / ``nms_thresh`` / ``topk`` / ``max_det`` in the
+        postprocess and the metadata (None keeps the current value)."""
+        for key, value in settings.items():
+            if not hasattr(self.postprocess, key) or key == "coder":
+                raise ValueError(f"not a postprocess setting: {key}")
+            if value is not None:
+                setattr(self.postprocess, key, value)
+                self.meta.model["postprocess"][key] = value
+        return self
+
+    def preprocess(self, images: Images) -> dict[str, Tensor]:
+        """Resize and batch like the eval data loader; see ``retina.data.collate``.
+
+        Returns:
+            ``images`` (B, 3, H, W) float32 in [0, 1], zero-padded; ``image_sizes`` (B, 2)
+            after resize; ``orig_sizes`` (B, 2) of the given images.
+        """
+        samples = []
+        for im in image_list(images):
+            hw = tuple(im.shape[-2:])
+            target = {
+                "boxes": tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=hw),
+                "labels": torch.zeros(0, dtype=torch.int64), "image_id": 0, "orig_size": hw,
+            }
+            samples.append(self.transforms(tv_tensors.Image(im.cpu()), target))
+        batch = collate(samples, size_divisible=self.meta.size_divisible)
+        return {k: batch[k].to(self.device) for k in ("images", "image_sizes", "orig_sizes")}
+
+    @torch.inference_mode()
+    def __call__(self, images: Images) -> Detections:
+        """Detections per image.
+
+        Args:
+            images: uint8 RGB, (B, 3, H, W) or a list of (3, H_i, W_i).
+
+        Returns:
+            per image ``boxes`` (D, 4) x1y1x2y2 in the image's pixels, ``scores`` (D,),
+            ``labels`` (D,) in 0..K-1 (``meta.cat_ids[label]`` is the dataset category),
+            and for GFL ``spread`` (D, 4) per-side std in pixels; sorted by score.
+        """
+        batch = self.preprocess(images)
+        cls_maps, box_maps = self.detector(batch["images"])
+        anchors = self.detector.level_anchors(cls_maps)
+        dets = self.postprocess(cls_maps, box_maps, anchors, batch["image_sizes"])
+        return scale_to_original(dets, batch["image_sizes"], batch["orig_sizes"])
+
+
+def from_parts(meta: ExportMeta, state_dict: dict[str, Tensor], origin: str | Path,
+               device: str | torch.device = "cpu") -> Predictor:
+    """A Predictor from metadata and the Detector's state dict (errors name ``origin``)."""
+    detector, postprocess = build_parts(meta)
+    missing, unexpected = detector.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{origin}: weights do not fit the model in its metadata: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    return with_normalisation(Predictor(detector, postprocess, meta, device))
+
+
+def with_normalisation(predictor: Predictor) -> Predictor:
+    """Record the Detector's input normalisation in the predictor's metadata."""
+    predictor.meta.pixel_mean = predictor.detector.pixel_mean.flatten().tolist()
+    predictor.meta.pixel_std = predictor.detector.pixel_std.flatten().tolist()
+    return predictor
+
+
+def from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
+    """A Predictor from a ``retina.train`` checkpoint (read with ``weights_only=True``)."""
+    ckpt = load_checkpoint(path)
+    meta = meta_from_checkpoint(ckpt, path)
+    module = module_from_checkpoint(ckpt)
+    return with_normalisation(Predictor(module.detector, module.postprocess, meta, device))

@@ -1,0 +1,141 @@
+"""Backbones that return the C3, C4 and C5 feature maps (strides 8, 16, 32).
+
+Weights are given as ``None`` (random init), a torchvision weights name
+(``"IMAGENET1K_V1"`` or ``"ResNet50_Weights.IMAGENET1K_V1"``) or a path to a local
+state-dict file. Loading goes through torchvision's weights API, so a file placed in
+``$TORCH_HOME/hub/checkpoints/`` is used offline exactly as torchvision would use it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torchvision.ops import FrozenBatchNorm2d
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+
+
+class Backbone(nn.Module):
+    """A feature extractor made of consecutive stages.
+
+    ``stages[0]`` is the stem; the outputs of the stages named in ``out_stages`` are
+    returned, in order, as C3, C4, C5.
+
+    Args:
+        stages: the network cut into consecutive stages.
+        out_stages: indices of the stages whose outputs are C3, C4, C5.
+        out_channels: channels of C3, C4, C5.
+        freeze_stages: the first N stages get ``requires_grad=False`` (0: all train).
+    """
+
+    def __init__(
+        self,
+        stages: list[nn.Module],
+        out_stages: tuple[int, int, int],
+        out_channels: tuple[int, int, int],
+        freeze_stages: int = 0,
+    ) -> None:
+        super().__init__()
+        if not 0 <= freeze_stages <= len(stages):
+            raise ValueError(f"freeze_stages must be in [0, {len(stages)}], got {freeze_stages}")
+        self.stages = nn.ModuleList(stages[: max(out_stages) + 1])
+        self.out_stages = tuple(out_stages)
+        self.out_channels = tuple(out_channels)
+        for stage in self.stages[:freeze_stages]:
+            stage.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """(B, 3, H, W) normalised images -> [C3 (B, c3, H/8, W/8), C4, C5]."""
+        feats = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_stages:
+                feats.append(x)
+        return feats
+
+
+def _weights_arg(arch: str, weights: str | None):
+    """Resolve a weights spec into a torchvision ``WeightsEnum``, a local path or None."""
+    if weights is None or str(weights).lower() in ("", "none", "null"):
+        return None
+    if os.path.sep in str(weights) or str(weights).endswith((".pth", ".pt", ".safetensors")):
+        return Path(weights)
+    if "." in weights:
+        return torchvision.models.get_weight(weights)
+    return torchvision.models.get_model_weights(arch)[weights]
+
+
+def _load_weights(model: nn.Module, arch: str, weights: str | None) -> None:
+    spec = _weights_arg(arch, weights)
+    if spec is None:
+        return
+    if isinstance(spec, Path):
+        if not spec.is_file():
+            raise FileNotFoundError(f"backbone weights file not found: {spec}")
+        state = torch.load(spec, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    else:
+        url = spec.url
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        try:
+            state = spec.get_state_dict(progress=False, check_hash=False)
+        except Exception as err:  # urllib / socket / SSL errors when offline
+            raise RuntimeError(
+                f"could not fetch {arch} weights {spec} from {url} ({type(err).__name__}: "
+                f"{err}). Offline? Put the file at {cached} or pass a local path as "
+                f"weights=/path/to/{os.path.basename(url)}"
+            ) from err
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.") and not k.startswith("classifier.")]
+    unexpected = [k for k in unexpected if not k.startswith(("fc.", "classifier."))]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"{arch} weights {weights} do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+
+
+def resnet(
+    depth: int = 50, weights: str | None = None, frozen_bn: bool = True, freeze_stages: int = 1
+) -> Backbone:
+    """torchvision ResNet-18/34/50/101 cut into stem + layer1..4; C3-C5 = layer2..4.
+
+    Args:
+        depth: 18, 34, 50 or 101.
+        weights: None, a torchvision weights name or a local file path.
+        frozen_bn: use ``FrozenBatchNorm2d`` (statistics and affine fixed).
+        freeze_stages: freeze the stem and the first ``freeze_stages - 1`` layers
+            (0: everything trains; 1: the stem is frozen, torchvision's default of
+            three trainable stages is ``freeze_stages=2``).
+    """
+    arch = f"resnet{depth}"
+    if arch not in RESNETS:
+        raise ValueError(f"resnet depth must be one of 18, 34, 50, 101, got {depth}")
+    norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+    net = getattr(torchvision.models, arch)(weights=None, norm_layer=norm)
+    _load_weights(net, arch, weights)
+    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+    stages = [stem, net.layer1, net.layer2, net.layer3, net.layer4]
+    width = 512 if depth < 50 else 2048
+    return Backbone(stages, (2, 3, 4), (width // 4, width // 2, width), freeze_stages)
+
+
+def mobilenet_v2(
+    weights: str | None = None, frozen_bn: bool = True, freeze_stages: int = 1
+) -> Backbone:
+    """torchvision MobileNetV2; C3-C5 taken at the ends of the stride-8, 16, 32 stages.
+
+    Stages (by ``features`` index): [0:2] stride 2, [2:4] stride 4, [4:7] stride 8
+    (32 ch), [7:14] stride 16 (96 ch), [14:19] stride 32 (1280 ch, the final 1x1 conv).
+    """
+    norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+    net = torchvision.models.mobilenet_v2(weights=None, norm_layer=norm)
+    _load_weights(net, "mobilenet_v2", weights)
+    f = net.features
+    bounds = [(0, 2), (2, 4), (4, 7), (7, 14), (14, 19)]
+    stages = [nn.Sequential(*f[a:b]) for a, b in bounds]
+    return Backbone(stages, (2, 3, 4), (32, 96, 1280), freeze_stages)
+

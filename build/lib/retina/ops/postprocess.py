@@ -1,0 +1,279 @@
+"""From raw head outputs to detections: threshold, top-k, decode, clip, class-wise NMS.
+
+Batched over images and levels: one NMS call for the whole batch (:func:`nms_rank`, used
+by training, the predictor and the exported graphs alike), no Python loop over images or
+classes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+from torch import Tensor
+from torchvision.ops import nms
+
+from retina.ops.levels import flatten_levels
+
+
+class BoxCoder(Protocol):
+    """Decodes box outputs; a coder that also has ``spread(box_reg, anchors) -> (..., 4)``
+    (per-side standard deviation in pixels, e.g. ``DistanceCoder``) adds ``spread`` to
+    every detection."""
+
+    def decode(self, box_reg: Tensor, anchors: Tensor) -> Tensor:
+        """(..., C) box outputs and (..., 4) anchors -> (..., 4) boxes."""
+        ...
+
+
+def nms_rank(
+    boxes: Tensor, scores: Tensor, image: Tensor, labels: Tensor, num_classes: int,
+    iou_threshold: float, batch: int,
+) -> tuple[Tensor, Tensor]:
+    """Class-wise NMS within each image in a single ``nms`` call, and the rank of each kept
+    box within its image. Traceable: no data-dependent Python (the export graph uses it).
+
+    Each (image, class) group is shifted to its own region, ``group * (max coordinate + 1)``
+    (torchvision's ``batched_nms`` does the same, but loops over groups on CPU for large
+    inputs).
+
+    Args:
+        boxes: (P, 4) float x1y1x2y2, >= 0.
+        scores: (P,).
+        image: (P,) long image of each box, in 0..batch-1.
+        labels: (P,) long class in 0..num_classes-1.
+        num_classes: K.
+        iou_threshold: IoU above which the lower-scoring box of a group is dropped.
+        batch: number of images B.
+
+    Returns:
+        ``kept`` (Q,) indices of the kept boxes by decreasing score, and ``rank`` (Q,) the
+        place of each among the kept boxes of its image (0: its best).
+    """
+    offset = torch.cat([boxes.flatten(), boxes.new_zeros(1)]).max() + 1  # no branch when P = 0
+    groups = (image * num_classes + labels).to(boxes)  # (P,)
+    kept = nms(boxes + (groups * offset)[:, None], scores, iou_threshold)  # (Q,)
+    one_hot = (image[kept][:, None] == torch.arange(batch, device=image.device)).long()  # (Q, B)
+    rank = (one_hot.cumsum(0) * one_hot).sum(1) - 1  # (Q,)
+    return kept, rank
+
+
+def clip_boxes(boxes: Tensor, sizes: Tensor) -> Tensor:
+    """(..., 4) x1y1x2y2 clipped to (..., 2) (H, W) image sizes (broadcast)."""
+    hw = sizes.to(boxes)
+    x = boxes[..., 0::2].clamp(min=0).minimum(hw[..., 1:2])  # (..., 2)
+    y = boxes[..., 1::2].clamp(min=0).minimum(hw[..., 0:1])
+    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
+
+
+def level_shapes(cls_map: Tensor, box_map: Tensor, anchors: Tensor) -> tuple[int, int]:
+    """(K, C): classes and box channels per anchor, from one level's maps and anchors."""
+    _, cls_ch, h, w = cls_map.shape
+    per_loc = anchors.shape[0] // (h * w)  # anchors per location
+    return cls_ch // per_loc, box_map.shape[1] // per_loc
+
+
+def top_per_image(img: Tensor, idx: Tensor, scores: Tensor, batch: int, k: int):
+    """The ``k`` best of each image's survivors, by a top-k over a padded (B, most) table.
+
+    Args:
+        img: (P,) image of each survivor, grouped (non-decreasing).
+        idx: (P,) index of each survivor in its image's row.
+        scores: (P,) their scores.
+
+    Returns:
+        ``img``, ``idx``, ``scores`` of the kept survivors.
+    """
+    counts = torch.bincount(img, minlength=batch)  # (B,)
+    starts = counts.cumsum(0) - counts
+    col = torch.arange(len(img), device=img.device) - starts[img]  # (P,) place in its row
+    table = scores.new_full((batch, int(counts.max())), -math.inf)
+    table[img, col] = scores
+    top, j = table.topk(min(k, table.shape[1]), dim=1)  # (B, k)
+    pos = (starts[:, None] + j)[top > -math.inf]  # survivors' positions; padding is -inf
+    return img[pos], idx[pos], scores[pos]
+
+
+class Postprocess:
+    """Detections from per-level outputs.
+
+    Per level and image: keep scores > ``score_thresh``, at most ``topk`` of them by
+    score (compared on logits, before the sigmoid), decode, clip to the image. Then
+    class-wise NMS at ``nms_thresh`` and the best ``max_det`` per image. Classes and
+    box channels per anchor are read from the maps.
+
+    Args:
+        coder: its ``decode`` maps selected box outputs and their anchors to boxes.
+        score_thresh: minimum score (0 keeps every candidate).
+        topk: candidates per level and image.
+        nms_thresh: IoU threshold of class-wise NMS.
+        max_det: detections per image.
+    """
+
+    def __init__(
+        self,
+        coder: BoxCoder,
+        score_thresh: float = 0.05,
+        topk: int = 1000,
+        nms_thresh: float = 0.5,
+        max_det: int = 100,
+    ) -> None:
+        self.coder = coder
+        self.score_thresh = score_thresh
+        self.topk = topk
+        self.nms_thresh = nms_thresh
+        self.max_det = max_det
+
+    @property
+    def logit_thresh(self) -> float:
+        """The score threshold as a logit (-inf for 0)."""
+        p = self.score_thresh
+        return -math.inf if p <= 0 else math.log(p / (1 - p))
+
+    @staticmethod
+    def num_classes(cls_maps: list[Tensor], anchors: list[Tensor]) -> int:
+        """K from the first level: channels / anchors per location."""
+        _, channels, h, w = cls_maps[0].shape
+        return channels // (anchors[0].shape[0] // (h * w))
+
+    def _decode(self, box: Tensor, anchors: Tensor, sizes: Tensor) -> dict[str, Tensor]:
+        """(..., C) box outputs, (..., 4) anchors, (..., 2) sizes -> boxes (and spread)."""
+        out = {"boxes": clip_boxes(self.coder.decode(box, anchors), sizes)}
+        if hasattr(self.coder, "spread"):
+            out["spread"] = self.coder.spread(box, anchors)
+        return out
+
+    def candidates(
+        self, cls_maps: list[Tensor], box_maps: list[Tensor], anchors: list[Tensor],
+        image_sizes: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """The top-k per level and image, fixed size (for exported graphs).
+
+        Returns:
+            boxes (B, L, 4), scores (B, L), labels (B, L), keep (B, L) bool, with L the
+            candidates over all levels; ``keep`` marks those above the threshold. Last,
+            extra per-candidate fields (B, L, ...): ``spread`` if the coder has one.
+        """
+        parts: list[dict[str, Tensor]] = []
+        for c_map, b_map, anc in zip(cls_maps, box_maps, anchors):
+            k_cls, c_box = level_shapes(c_map, b_map, anc)
+            logits = flatten_levels([c_map], k_cls).flatten(1)  # (B, N*K)
+            box = flatten_levels([b_map], c_box)  # (B, N, C)
+            top, idx = logits.topk(min(self.topk, logits.shape[1]), dim=1)  # (B, k)
+            a_idx = idx // k_cls
+            sel = box.gather(1, a_idx[..., None].expand(-1, -1, c_box))  # (B, k, C)
+            part = self._decode(sel, anc[a_idx], image_sizes[:, None])
+            parts.append({**part, "logits": top, "labels": idx % k_cls})
+        cat = {name: torch.cat([p[name] for p in parts], dim=1) for name in parts[0]}
+        logits = cat.pop("logits")
+        boxes, labels = cat.pop("boxes"), cat.pop("labels")
+        return boxes, logits.float().sigmoid(), labels, logits > self.logit_thresh, cat
+
+    def survivors(
+        self, cls_maps: list[Tensor], box_maps: list[Tensor], anchors: list[Tensor],
+        image_sizes: Tensor,
+    ) -> dict[str, Tensor]:
+        """Candidates above the threshold, at most ``topk`` per level and image.
+
+        Thresholding first makes the typical case (few scores above the threshold)
+        cheap; a level where some image has more than ``topk`` survivors takes the
+        top-k of every image and thresholds those (the same set).
+
+        Returns:
+            flat fields over the P survivors of the batch: ``image`` (P,), ``boxes``
+            (P, 4), ``scores`` (P,), ``labels`` (P,), and ``spread`` (P, 4) if the
+            coder has one.
+        """
+        thresh = self.logit_thresh
+        parts: list[dict[str, Tensor]] = []
+        for c_map, b_map, anc in zip(cls_maps, box_maps, anchors):
+            k_cls, c_box = level_shapes(c_map, b_map, anc)
+            logits = flatten_levels([c_map], k_cls).flatten(1)  # (B, N*K)
+            above = logits > thresh
+            most = int(above.sum(1).max())
+            if most > self.topk and 2 * most > logits.shape[1]:
+                # nearly everything survives: the top-k of every logit is cheapest
+                top, idx = logits.topk(self.topk, dim=1)  # (B, k)
+                keep = top > thresh
+                img = torch.arange(len(idx), device=idx.device)[:, None].expand_as(idx)[keep]
+                idx, top = idx[keep], top[keep]  # (P,)
+            else:
+                img, idx = above.nonzero(as_tuple=True)  # (P,) grouped by image
+                top = logits[img, idx]
+                if most > self.topk:
+                    img, idx, top = top_per_image(img, idx, top, len(logits), self.topk)
+            a_idx = idx // k_cls
+            sel = flatten_levels([b_map], c_box)[img, a_idx]  # (P, C)
+            part = self._decode(sel, anc[a_idx], image_sizes[img])
+            parts.append({**part, "image": img, "scores": top.float().sigmoid(),
+                          "labels": idx % k_cls})
+        return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+
+    def __call__(
+        self, cls_maps: list[Tensor], box_maps: list[Tensor], anchors: list[Tensor],
+        image_sizes: Tensor,
+    ) -> list[dict[str, Tensor]]:
+        """Detections per image.
+
+        Args:
+            cls_maps: per level (B, A*K, H_l, W_l) class logits.
+            box_maps: per level (B, A*C, H_l, W_l) box outputs.
+            anchors: per level (H_l W_l A, 4).
+            image_sizes: (B, 2) (H, W) of each image before padding, for clipping.
+
+        Returns:
+            per image ``boxes`` (D, 4) x1y1x2y2, ``scores`` (D,), ``labels`` (D,) in
+            0..K-1, sorted by decreasing score, D <= max_det; and ``spread`` (D, 4), the
+            per-side (left, top, right, bottom) std in pixels, if the coder has ``spread``.
+        """
+        cand = self.survivors(cls_maps, box_maps, anchors, image_sizes)
+        img, labels, b = cand.pop("image"), cand["labels"], image_sizes.shape[0]
+        kept, rank = nms_rank(cand["boxes"].float(), cand["scores"], img, labels,
+                              self.num_classes(cls_maps, anchors), self.nms_thresh, b)
+        kept = kept[rank < self.max_det]  # by score; a stable sort by image keeps that order
+        kept = kept[torch.sort(img[kept], stable=True).indices]
+        splits = torch.bincount(img[kept], minlength=b).tolist()
+        per_field = {name: v[kept].split(splits) for name, v in cand.items()}
+        return [dict(zip(per_field, values)) for values in zip(*per_field.values())]
+
+    def padded(
+        self, cls_maps: list[Tensor], box_maps: list[Tensor], anchors: list[Tensor],
+        image_sizes: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """Detections as fixed-size tensors, with no data-dependent Python (exported graphs).
+
+        The same candidates (:meth:`candidates`) and the same :func:`nms_rank`; instead of
+        splitting per image, each kept detection's rank within its image gives its row.
+
+        Args:
+            cls_maps, box_maps, anchors, image_sizes: as :meth:`__call__`; ``image_sizes``
+                may be (1, 2) for a batch of equal sizes.
+
+        Returns:
+            boxes (B, D, 4), scores (B, D), labels (B, D) (-1 in padding), num_dets (B,),
+            and extra fields (B, D, ...) (``spread``), D = ``max_det``.
+        """
+        boxes, scores, labels, keep, extra = self.candidates(
+            cls_maps, box_maps, anchors, image_sizes
+        )  # (B, L, 4), (B, L), (B, L), (B, L)
+        b, num_cand = scores.shape
+        idx = keep.flatten().nonzero().squeeze(1)  # (P,) into B*L
+        img = torch.div(idx, num_cand, rounding_mode="floor")  # (P,)
+        cand_boxes = boxes.flatten(0, 1)[idx].float()  # (P, 4)
+        cand_scores = scores.flatten()[idx]  # (P,)
+        cand_labels = labels.flatten()[idx]  # (P,)
+        kept, rank = nms_rank(cand_boxes, cand_scores, img, cand_labels,
+                              self.num_classes(cls_maps, anchors), self.nms_thresh, b)
+        sel = (rank < self.max_det).nonzero().squeeze(1)  # (S,)
+        rows, cols, src = img[kept][sel], rank[sel], kept[sel]
+        num_dets = (rows[:, None] == torch.arange(b, device=rows.device)).long().sum(0)  # (B,)
+
+        def scatter(values: Tensor, fill: float) -> Tensor:
+            """(P, ...) candidate values -> (B, D, ...) padded rows."""
+            out = values.new_full((b, self.max_det, *values.shape[1:]), fill)
+            return out.index_put((rows, cols), values[src])
+
+        fields = {name: scatter(v.flatten(0, 1)[idx].float(), 0.0) for name, v in extra.items()}
+        return (scatter(cand_boxes, 0.0), scatter(cand_scores, 0.0), scatter(cand_labels, -1),
+                num_dets, fields)

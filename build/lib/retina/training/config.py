@@ -1,0 +1,30 @@
+"""Compose the project's Hydra configs from Python (tests, benchmarks, notebooks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = ROOT / "conf"
+
+
+def compose_run(overrides: list[str], output_dir: str | Path, name: str = "train") -> DictConfig:
+    """The composed config ``python -m retina.<name> overrides...`` would get, writing into
+    ``output_dir``, with Hydra's runtime values set so ``${hydra:...}`` resolves."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(name, overrides=list(overrides), return_hydra_config=True)
+    output_dir = Path(output_dir)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(ROOT)
+        cfg.paths.log_dir = str(output_dir.parent / "outputs")
+        cfg.paths.output_dir = str(output_dir)
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg

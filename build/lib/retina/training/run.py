@@ -1,0 +1,117 @@
+"""Build, train and evaluate from composed configs: what ``retina.train`` and ``retina.eval``
+run (their entry points only call these)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from retina.training.atomic_io import with_atomic_checkpoint_io
+from retina.training.checkpoint import load_checkpoint, module_from_checkpoint, run_config
+from retina.training.nonfinite import NonFiniteGuard
+from retina.training.plots import plot_training
+
+log = logging.getLogger(__name__)
+
+
+def resolve_ckpt(ckpt_path: str | None, log_dir: str, task_name: str) -> str | None:
+    """``"last"`` -> the newest ``checkpoints/last.ckpt`` under this task's runs."""
+    if ckpt_path != "last":
+        if ckpt_path and not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+        return ckpt_path
+    found = sorted(Path(log_dir, task_name).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"ckpt_path=last: no last.ckpt under {Path(log_dir, task_name)}")
+    return str(found[-1])
+
+
+def run_config_json(cfg: DictConfig) -> str:
+    """The resolved run config (without Hydra's own node) as JSON, stored in checkpoints.
+
+    A string, not a dict: ``instantiate`` would otherwise build every ``_target_`` in it.
+    """
+    run = OmegaConf.to_container(cfg, resolve=True)
+    run.pop("hydra", None)
+    return json.dumps(run)
+
+
+def build(cfg: DictConfig):
+    """Datamodule and LightningModule from a composed config: the head learns K from the
+    data and its background channel from the criterion."""
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    with open_dict(cfg):
+        cfg.model.detector.head.num_classes = datamodule.num_classes
+        # a softmax criterion reads a background channel 0: the one rule, on the criterion class
+        needs_bg = get_class(cfg.model.criterion._target_).background_class
+        if needs_bg or "background_class" in cfg.model.detector.head:
+            cfg.model.detector.head.background_class = needs_bg
+        mode = cfg.get("loss") and cfg.loss.get("class_weights")
+        if isinstance(mode, str):  # inverse | log -> the numbers, kept in the run config
+            cfg.loss.class_weights = datamodule.class_weights(mode)
+    module = instantiate(
+        cfg.model,
+        class_names=datamodule.class_names,
+        cat_ids=datamodule.cat_ids,
+        run_config=run_config_json(cfg),
+    )
+    skip = bool(OmegaConf.select(cfg, "train.skip_nonfinite", default=False))
+    module.nonfinite = NonFiniteGuard(skip, Path(cfg.paths.output_dir) / "nonfinite")
+    return datamodule, module
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, validate, write ``metrics.json`` into the run directory and return the metrics."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    datamodule, module = build(cfg)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    plugins = cfg.trainer.get("plugins")
+    plugins = instantiate(plugins, _convert_="all") if OmegaConf.is_config(plugins) else plugins
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                     plugins=with_atomic_checkpoint_io(plugins))
+    ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    metrics["epoch"] = trainer.current_epoch
+    metrics["global_step"] = trainer.global_step
+    if not trainer.is_global_zero:  # under DDP one process writes the files
+        return metrics
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    for logger in loggers:
+        csv_file = Path(getattr(logger, "log_dir", "") or "", "metrics.csv")
+        if csv_file.is_file():
+            log.info("curves: %s", plot_training(csv_file, out / "training.png"))
+    if module.last_coco_table:
+        log.info("validation (pycocotools):\n%s", module.last_coco_table)
+    log.info("metrics: %s -> %s", json.dumps(metrics), out / "metrics.json")
+    return metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Rebuild the model from the checkpoint's config, validate on ``cfg.data`` or its own data."""
+    ckpt = load_checkpoint(cfg.ckpt_path)
+    datamodule = instantiate(cfg.data if cfg.get("data") else run_config(ckpt).data)
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    module = module_from_checkpoint(ckpt)
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    print(module.last_coco_table)
+    print(json.dumps(metrics, indent=2))
+    return metrics

@@ -1,0 +1,1 @@
+"""Analysis behind the notebooks: exploration, drawing, box uncertainty (layer 5)."""
