@@ -1,1 +1,0 @@
-"""Analysis behind the notebooks: exploration, drawing, box uncertainty (layer 5)."""

@@ -1,1 +1,0 @@
-"""Sweeps: one job record per run, the summary table and figure of a multirun (layer 5)."""
