@@ -23,6 +23,7 @@ def test_fast_dev_run_writes_metrics(tiny_cfg, tmp_path, experiment):
     metrics = train(tiny_cfg("debug=fdr", *([f"experiment={experiment}"] if experiment else [])))
     assert {"val/mAP", "val/mAP_50", "val/mAP_75", "val/AR_100", "val/mAP_small"} <= set(metrics)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
+    assert metrics["val/AP/Tree"] == pytest.approx(metrics["val/mAP"], abs=1e-6)  # one class
 
 
 def test_resume_and_eval_reproduce_training(tiny_cfg, tmp_path):
