@@ -1,5 +1,5 @@
 """Train and validate: ``python -m retina.train [overrides]`` (see conf/train.yaml), then write
-the evaluation report of the best checkpoint into ``<run>/report`` (``report=null``: none)."""
+the evaluation report of the best checkpoint into ``<run>/report`` (``~report``: none)."""
 
 from __future__ import annotations
 

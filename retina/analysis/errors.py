@@ -162,10 +162,12 @@ def fixed(ev: COCOeval, matching: Matching, errors: Errors, kinds: tuple[str, ..
     return coco_gt, results
 
 
-def map_50(coco_gt: COCO, results: list[dict], image_ids: list[int]) -> float:
-    """pycocotools' mAP_50 (stats[1]), from an evaluation at IoU 0.5 only."""
+def map_50(coco_gt: COCO, results: list[dict], image_ids: list[int]) -> float | None:
+    """pycocotools' mAP_50 (stats[1]), from an evaluation at IoU 0.5 only; None when no
+    category has ground truth left (pycocotools' -1)."""
     ev = run_cocoeval(coco_gt, results, image_ids, iou_thrs=[FOREGROUND_IOU])
-    return mean_valid(precision_at(ev, FOREGROUND_IOU))
+    ap = mean_valid(precision_at(ev, FOREGROUND_IOU))
+    return None if ap == -1 else ap
 
 
 def breakdown(ev: COCOeval, background_iou: float = 0.1) -> dict:
@@ -177,51 +179,61 @@ def breakdown(ev: COCOeval, background_iou: float = 0.1) -> dict:
 
     Returns:
         ``{"mAP_50", "mAP_50_all_fixed", "background_iou", "types": {type: {"count",
-        "mAP_50_gain"}}}``; a gain is mAP_50 with that type fixed minus mAP_50.
+        "mAP_50_gain"}}}``; a gain is mAP_50 with that type fixed minus mAP_50. A number is
+        None where no ground truth is left to score (no boxes at all, or every box missed and
+        removed by the fix).
     """
     matching = match(ev, FOREGROUND_IOU)
     errors = classify(ev, matching, background_iou)
     base = mean_valid(precision_at(ev, FOREGROUND_IOU))
+    base = None if base == -1 else base
     image_ids = list(ev.params.imgIds)
     types = {}
     for kind in ERROR_TYPES:
-        gain = map_50(*fixed(ev, matching, errors, (kind,)), image_ids) - base
-        types[kind] = {"count": errors.count(kind), "mAP_50_gain": gain}
+        ap = map_50(*fixed(ev, matching, errors, (kind,)), image_ids)
+        types[kind] = {"count": errors.count(kind),
+                       "mAP_50_gain": None if ap is None or base is None else ap - base}
     return {"mAP_50": base, "mAP_50_all_fixed": map_50(*fixed(ev, matching, errors, ERROR_TYPES),
                                                         image_ids),
             "background_iou": background_iou, "types": types}
 
 
+def _number(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def to_markdown(result: dict) -> str:
-    """The breakdown of :func:`breakdown` as a markdown table, costliest first."""
+    """The breakdown of :func:`breakdown` as a markdown table, costliest first ("n/a": no
+    ground truth left to score)."""
     lines = [
         "# Where mAP_50 goes", "",
-        f"mAP_50 **{result['mAP_50']:.4f}**; with every error fixed: "
-        f"{result['mAP_50_all_fixed']:.4f}. Each row fixes one error type with an oracle and "
-        "re-scores with COCOeval at IoU 0.5 (TIDE, Bolya et al., ECCV 2020; background "
+        f"mAP_50 **{_number(result['mAP_50'])}**; with every error fixed: "
+        f"{_number(result['mAP_50_all_fixed'])}. Each row fixes one error type with an oracle "
+        "and re-scores with COCOeval at IoU 0.5 (TIDE, Bolya et al., ECCV 2020; background "
         f"below IoU {result['background_iou']:g}); the gain is what that type costs.", "",
         "| error | count | mAP_50 gain | what it is |", "|---|---|---|---|",
     ]
-    ranked = sorted(result["types"].items(), key=lambda kv: -kv[1]["mAP_50_gain"])
-    lines += [f"| {kind} | {v['count']} | {v['mAP_50_gain']:.4f} | {MEANING[kind]} |"
+    ranked = sorted(result["types"].items(), key=lambda kv: -(kv[1]["mAP_50_gain"] or 0.0))
+    lines += [f"| {kind} | {v['count']} | {_number(v['mAP_50_gain'])} | {MEANING[kind]} |"
               for kind, v in ranked]
     return "\n".join(lines) + "\n"
 
 
 def plot_errors(result: dict, path: str | Path) -> Path:
     """A bar per error type: the mAP_50 it costs, with its count."""
-    kinds = list(ERROR_TYPES)
-    gains = [result["types"][k]["mAP_50_gain"] for k in kinds]
+    kinds = list(ERROR_TYPES)[::-1]  # top to bottom in ERROR_TYPES order
+    gains = [result["types"][k]["mAP_50_gain"] or 0.0 for k in kinds]
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    bars = ax.barh(kinds[::-1], gains[::-1], color="tab:red")
-    for bar, kind in zip(bars, kinds[::-1]):
-        ax.annotate(f"{result['types'][kind]['mAP_50_gain']:.3f} (n={result['types'][kind]['count']})",
+    bars = ax.barh(kinds, gains, color="tab:red")
+    for bar, kind in zip(bars, kinds):
+        v = result["types"][kind]
+        ax.annotate(f"{_number(v['mAP_50_gain'], 3)} (n={v['count']})",
                     (bar.get_width(), bar.get_y() + bar.get_height() / 2), xytext=(3, 0),
                     textcoords="offset points", va="center", fontsize=8)
     ax.set_xlim(0, max(max(gains) * 1.35, 0.01))
     ax.set_xlabel("mAP_50 gained by fixing it")
-    ax.set_title(f"mAP_50 {result['mAP_50']:.3f}; all fixed {result['mAP_50_all_fixed']:.3f}",
-                 fontsize=9)
+    ax.set_title(f"mAP_50 {_number(result['mAP_50'], 3)}; "
+                 f"all fixed {_number(result['mAP_50_all_fixed'], 3)}", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

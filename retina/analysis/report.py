@@ -148,8 +148,9 @@ def report_training_run(cfg: DictConfig) -> Path | None:
     """The report of a finished ``retina.train`` run's best checkpoint, in ``<run>/report``.
 
     Returns:
-        the folder, or None: ``report=null``, another process than rank 0, or no best
-        checkpoint (no ``callbacks.model_checkpoint``, or nothing saved, as with ``debug=fdr``).
+        the folder, or None: ``~report`` (no report group; so in the Optuna studies), another
+        process than rank 0, or no best checkpoint (``callbacks.model_checkpoint=null``, or
+        nothing saved, as with ``debug=fdr``).
     """
     if cfg.get("report") is None or rank_zero_only.rank != 0:
         return None

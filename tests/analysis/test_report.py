@@ -3,11 +3,12 @@ file, on labelme's real multi-class photos (detections jittered from the ground 
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from retina.analysis.report import report_from_files
+from retina.analysis.report import report_from_files, report_training_run, write_report
 from retina.data.coco import load_coco
 from retina.training.coco_eval import coco_evaluate
 from tests.helpers import LABELME_COCO, jittered_results, per_category_stats
@@ -80,3 +81,29 @@ def test_the_error_breakdown_and_confusion_add_up(report):
     counts = {r[0]: sum(map(int, r[1:])) for r in rows[1:]}
     for cat in coco.cats.values():
         assert counts.get(cat["name"], 0) == len(coco.getAnnIds(catIds=[cat["id"]])), cat["name"]
+
+
+def test_no_detections_still_make_a_report(labelme, tmp_path):
+    coco = load_coco(labelme / LABELME_COCO / "annotations.json")
+    metrics = write_report(coco, [], tmp_path)
+    assert metrics["mAP"] == 0.0 and metrics["num_detections"] == 0
+    errors = metrics["errors"]
+    assert errors["types"]["missed"]["count"] == 12
+    # every box missed: fixing that leaves nothing to score, so no number rather than -1
+    assert errors["types"]["missed"]["mAP_50_gain"] is None and errors["mAP_50_all_fixed"] is None
+    assert errors["types"]["background"]["mAP_50_gain"] == 0.0
+    assert "| missed | 12 | n/a |" in (tmp_path / "errors.md").read_text()
+    assert all((tmp_path / name).is_file() for name in FILES)
+
+
+def test_a_training_run_reports_its_best_checkpoint_unless_told_not_to(tiny_cfg):
+    # the report itself after `python -m retina.train`: tests/e2e/test_train.py
+    cfg = tiny_cfg()
+    best = Path(cfg.callbacks.model_checkpoint.dirpath) / "best.ckpt"
+    assert report_training_run(cfg) is None  # nothing saved (yet)
+    best.parent.mkdir(parents=True)
+    best.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="best.ckpt is not a loadable PyTorch checkpoint"):
+        report_training_run(cfg)  # it reads best.ckpt
+    assert report_training_run(tiny_cfg("~report")) is None  # told not to
+    assert report_training_run(tiny_cfg("callbacks.model_checkpoint=null")) is None  # none kept
