@@ -19,7 +19,8 @@ def train_and_report(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return run_job(cfg, train_and_report)  # the optimized metric; in a sweep a failed job returns None
+    # the optimized metric; in a sweep a failed job returns None
+    return run_job(cfg, train_and_report)
 
 
 if __name__ == "__main__":

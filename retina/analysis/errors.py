@@ -68,7 +68,9 @@ class Errors:
     fixes: dict[int, int]
 
     def count(self, kind: str) -> int:
-        return len(self.missed) if kind == "missed" else sum(k == kind for k, _ in self.det.values())
+        if kind == "missed":
+            return len(self.missed)
+        return sum(k == kind for k, _ in self.det.values())
 
 
 def error_type(
@@ -115,8 +117,8 @@ def classify(ev: COCOeval, matching: Matching, background_iou: float = 0.1) -> E
         if not gts:
             det.update({d: ("background", 0) for d in dets})
             continue
-        iou = np.asarray(mask_utils.iou([dt_anns[d]["bbox"] for d in dets],
-                                        [gt_anns[g]["bbox"] for g in gts], [0] * len(gts)))  # (D, G)
+        iou = np.asarray(mask_utils.iou([dt_anns[d]["bbox"] for d in dets],  # (D, G)
+                                        [gt_anns[g]["bbox"] for g in gts], [0] * len(gts)))
         gt_cats = np.array([gt_anns[g]["category_id"] for g in gts])  # (G,)
         gt_used = np.array([g in used for g in gts])  # (G,)
         for row, d in zip(iou, dets):

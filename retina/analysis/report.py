@@ -88,7 +88,8 @@ def write_report(
         confusion.confusion_matrix(coco_gt, results, ev.params.imgIds, iou_thresh, score_thresh),
         confusion.labels(coco_gt))
     confusion.write_csv(matrix, names, out / "confusion_matrix.csv")
-    confusion.write_csv(confusion.normalised(matrix), names, out / "confusion_matrix_normalised.csv")
+    confusion.write_csv(confusion.normalised(matrix), names,
+                        out / "confusion_matrix_normalised.csv")
     confusion.plot_confusion(matrix, names, out / "confusion_matrix.png", iou_thresh, score_thresh)
 
     breakdown = errors.breakdown(ev, background_iou)
@@ -119,7 +120,8 @@ def write_report(
     if uncertainty_report.has_spread(ev):
         spread = uncertainty_report.spread_vs_error(ev, matching)
         widest = uncertainty_report.widest(ev, matching, top_uncertain, score_thresh)
-        (out / "uncertainty.md").write_text(uncertainty_report.to_markdown(widest, spread, score_thresh))
+        (out / "uncertainty.md").write_text(
+            uncertainty_report.to_markdown(widest, spread, score_thresh))
         metrics["uncertainty"] = {k: _finite(v) for k, v in spread.items()}
     (out / "results.json").write_text(json.dumps(results))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

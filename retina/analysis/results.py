@@ -86,5 +86,6 @@ def load_results(path: str | Path, coco_gt: COCO) -> list[dict]:
     try:
         results = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from e
+        raise ValueError(
+            f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from e
     return check_results(results, coco_gt, source=str(path))

@@ -16,12 +16,7 @@ from pycocotools.cocoeval import COCOeval
 from retina.analysis.matching import Matching
 from retina.analysis.uncertainty import most_ambiguous, relative_spread, spearman
 from retina.ops.boxes import paired_iou
-from retina.training.coco_eval import from_coco_results
-
-
-def _xyxy(anns: list[dict]) -> torch.Tensor:
-    xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float64).reshape(-1, 4)
-    return torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)  # (n, 4)
+from retina.training.coco_eval import coco_boxes, from_coco_results
 
 
 def has_spread(ev: COCOeval) -> bool:
@@ -38,9 +33,10 @@ def spread_vs_error(ev: COCOeval, matching: Matching) -> dict[str, float]:
     """
     pairs = [(d, g) for d, g in matching.det_gt.items() if g]
     dets = [ev.cocoDt.anns[d] for d, _ in pairs]
-    boxes = _xyxy(dets)  # (n, 4)
+    boxes = coco_boxes(dets, torch.float64)  # (n, 4)
     spread = torch.tensor([a["spread"] for a in dets], dtype=torch.float64).reshape(-1, 4)
-    error = 1 - paired_iou(boxes, _xyxy([ev.cocoGt.anns[g] for _, g in pairs]))  # (n,)
+    gt_boxes = coco_boxes([ev.cocoGt.anns[g] for _, g in pairs], torch.float64)  # (n, 4)
+    error = 1 - paired_iou(boxes, gt_boxes)  # (n,)
     return {"spearman": spearman(relative_spread(boxes, spread), error), "num_matched": len(pairs)}
 
 
@@ -58,8 +54,12 @@ def widest(ev: COCOeval, matching: Matching, k: int = 20, min_score: float = 0.3
     for a in most_ambiguous(images, dets, k=k, min_score=min_score):
         d = per_image[a.image_id][a.index]
         g = matching.det_gt.get(d, 0)
-        iou = float(paired_iou(_xyxy([ev.cocoDt.anns[d]]), _xyxy([ev.cocoGt.anns[g]]))) if g else None
-        rows.append({"image_id": a.image_id, "file_name": ev.cocoGt.imgs[a.image_id].get("file_name", ""),
+        iou = None
+        if g:
+            det_box, gt_box = coco_boxes([ev.cocoDt.anns[d], ev.cocoGt.anns[g]], torch.float64)
+            iou = float(paired_iou(det_box, gt_box))
+        rows.append({"image_id": a.image_id,
+                     "file_name": ev.cocoGt.imgs[a.image_id].get("file_name", ""),
                      "class": ev.cocoGt.cats[cats[a.label]]["name"], "score": a.score,
                      "relative_spread": a.uncertainty,
                      "spread_px": [round(v, 2) for v in a.spread.tolist()], "iou": iou})

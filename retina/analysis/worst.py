@@ -22,6 +22,7 @@ from pycocotools.cocoeval import COCOeval  # noqa: E402
 from retina.analysis.matching import Matching  # noqa: E402
 from retina.analysis.viz import draw_boxes, show_boxes  # noqa: E402
 from retina.data.coco import read_rgb  # noqa: E402
+from retina.training.coco_eval import coco_boxes  # noqa: E402
 
 COLUMNS = ("image_id", "file_name", "num_gt", "num_det", "missed", "false")
 
@@ -68,11 +69,6 @@ def to_markdown(rows: list[dict], score_thresh: float, drawn: dict[int, str]) ->
     return "\n".join(lines) + "\n"
 
 
-def _xyxy(anns: list[dict]) -> torch.Tensor:
-    xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
-    return torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)  # (n, 4)
-
-
 def draw_image(ev: COCOeval, row: dict, images_dir: str | Path, path: str | Path) -> Path:
     """Ground truth (left: found green, missed red) next to the detections (right: matched
     yellow, false red, with class and score) of one row of :func:`image_rows`, saved as
@@ -83,15 +79,15 @@ def draw_image(ev: COCOeval, row: dict, images_dir: str | Path, path: str | Path
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.8 + 5 * height / width))
     missed, false = set(row["missed_ids"]), set(row["false_ids"])
     found = [gt_anns[g] for g in row["gt_ids"] if g not in missed]
-    show_boxes(left, image, _xyxy(found), "lime",
+    show_boxes(left, image, coco_boxes(found), "lime",
                title=f"ground truth: {row['num_gt']}, missed (red): {row['missed']}")
-    draw_boxes(left, _xyxy([gt_anns[g] for g in row["missed_ids"]]), "red")
+    draw_boxes(left, coco_boxes([gt_anns[g] for g in row["missed_ids"]]), "red")
     show_boxes(right, image, torch.zeros(0, 4),
                title=f"detections: {row['num_det']}, false (red): {row['false']}")
     for color, ids in (("yellow", [d for d in row["det_ids"] if d not in false]),
                        ("red", row["false_ids"])):
         anns = [dt_anns[d] for d in ids]
-        draw_boxes(right, _xyxy(anns), color,
+        draw_boxes(right, coco_boxes(anns), color,
                    [f"{cats[a['category_id']]['name']} {a['score']:.2f}" for a in anns])
     fig.suptitle(f"image {row['image_id']}: {row['file_name']}", fontsize=9)
     fig.tight_layout()

@@ -16,6 +16,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor
+from torchvision.ops import box_convert
 
 # Names of COCOeval.stats[i] (bbox), in pycocotools' order.
 STAT_NAMES = (
@@ -57,6 +58,12 @@ def to_coco_results(
     return out
 
 
+def coco_boxes(entries: list[dict], dtype: torch.dtype = torch.float32) -> Tensor:
+    """The ``bbox`` (x, y, w, h) of COCO annotations or results as (n, 4) x1y1x2y2."""
+    xywh = torch.tensor([e["bbox"] for e in entries], dtype=dtype).reshape(-1, 4)
+    return box_convert(xywh, "xywh", "xyxy")
+
+
 def from_coco_results(
     results: list[dict], cat_ids: list[int], image_ids: list[int]
 ) -> list[dict[str, Tensor]]:
@@ -82,9 +89,8 @@ def from_coco_results(
     out = []
     for image_id in image_ids:
         entries = per_image[int(image_id)]
-        xywh = torch.tensor([r["bbox"] for r in entries], dtype=torch.float32).reshape(-1, 4)
         det = {
-            "boxes": torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1),  # (D, 4)
+            "boxes": coco_boxes(entries),  # (D, 4)
             "scores": torch.tensor([r["score"] for r in entries], dtype=torch.float32),
             "labels": torch.tensor([label_of[r["category_id"]] for r in entries], dtype=torch.long),
         }

@@ -121,7 +121,8 @@ class CocoDetectionTask(L.LightningModule):
         ev = run_cocoeval(coco_gt, results, image_ids)
         metrics, self.last_coco_table = summarize(ev)
         self.last_results, self.last_image_ids = results, image_ids
-        self.last_class_ap = {coco_gt.cats[c]["name"]: m["AP"] for c, m in per_class_metrics(ev).items()}
+        self.last_class_ap = {coco_gt.cats[c]["name"]: m["AP"]
+                              for c, m in per_class_metrics(ev).items()}
         for name, value in metrics.items():
             if name in ("mAP", "mAP_50", "mAP_75", "mAP_small", "mAP_medium", "mAP_large", "AR_100"):
                 self.log(f"val/{name}", value, prog_bar=name in ("mAP", "mAP_50"), sync_dist=False)
