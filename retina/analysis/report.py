@@ -22,8 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
+import torch.distributed as dist
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from pycocotools.coco import COCO
@@ -146,13 +148,22 @@ def report_from_checkpoint(ckpt_path: str | Path, out: str | Path, data: DictCon
                         module.last_image_ids, datamodule.val_images, **settings)
 
 
+def _multi_process() -> bool:
+    """Whether this process is one of several (DDP): then a new one-device Trainer would take
+    the launcher's environment for its own and wait for the other processes."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return True
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def report_training_run(cfg: DictConfig) -> Path | None:
     """The report of a finished ``retina.train`` run's best checkpoint, in ``<run>/report``.
 
     Returns:
         the folder, or None: ``~report`` (no report group; so in the Optuna studies), another
-        process than rank 0, or no best checkpoint (``callbacks.model_checkpoint=null``, or
-        nothing saved, as with ``debug=fdr``).
+        process than rank 0, several processes (DDP: the log names the ``retina.eval``
+        command that writes it), or no best checkpoint (``callbacks.model_checkpoint=null``,
+        or nothing saved, as with ``debug=fdr``).
     """
     if cfg.get("report") is None or rank_zero_only.rank != 0:
         return None
@@ -162,5 +173,9 @@ def report_training_run(cfg: DictConfig) -> Path | None:
         log.info("no best checkpoint (%s): no report", ckpt)
         return None
     out = Path(cfg.paths.output_dir) / "report"
+    if _multi_process():
+        log.info("several processes: no report here; write it with "
+                 "python -m retina.eval ckpt_path=%s out=%s", ckpt, out)
+        return None
     report_from_checkpoint(ckpt, out, None, cfg.trainer.accelerator, **cfg.report)
     return out

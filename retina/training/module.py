@@ -20,9 +20,18 @@ from retina.training.coco_eval import per_class_metrics, run_cocoeval, summarize
 from retina.training.nonfinite import NonFiniteGuard
 
 Batch = dict[str, Tensor]  # see retina.data.collate
-# val/AP/<class name> goes to the logger for the first this many classes (label order);
-# metrics.json has every class (retina.training.run)
+# val/AP/<class name> goes to the logger for the first this many classes with validation boxes
+# (label order); metrics.json has every class (retina.training.run)
 MAX_LOGGED_CLASSES = 20
+
+
+def logged_class_ap(
+    class_ap: dict[str, float], limit: int = MAX_LOGGED_CLASSES
+) -> dict[str, float]:
+    """``{"val/AP/<name>": AP}`` for the first ``limit`` classes (in the given order) that have
+    an AP: a class without validation boxes (-1) has none to plot."""
+    with_boxes = [(name, ap) for name, ap in class_ap.items() if ap > -1]
+    return {f"val/AP/{name}": ap for name, ap in with_boxes[:limit]}
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_norm_bias: bool):
@@ -126,9 +135,8 @@ class CocoDetectionTask(L.LightningModule):
         for name, value in metrics.items():
             if name in ("mAP", "mAP_50", "mAP_75", "mAP_small", "mAP_medium", "mAP_large", "AR_100"):
                 self.log(f"val/{name}", value, prog_bar=name in ("mAP", "mAP_50"), sync_dist=False)
-        for name, ap in list(self.last_class_ap.items())[:MAX_LOGGED_CLASSES]:
-            if ap > -1:  # a class without validation boxes has no AP to plot
-                self.log(f"val/AP/{name}", ap, sync_dist=False)
+        for key, ap in logged_class_ap(self.last_class_ap).items():
+            self.log(key, ap, sync_dist=False)
 
     def coco_gt(self) -> COCO:
         if self._coco_gt is None:
