@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from retina.data import CocoDetection, load_coco
 from retina.model.anchors import AnchorGenerator
@@ -123,6 +128,92 @@ def add_label_line(text: str):
 
 def evaluate(ds: CocoDetection, ids: list[int], dets: list[dict]) -> dict[str, float]:
     return coco_evaluate(load_coco(ds.ann_file), to_coco_results(ids, dets, ds.cat_ids), ids)[0]
+
+
+# ---------------------------------------------------------------- detections from ground truth
+
+
+def jittered_results(coco: COCO, seed: int = 0, wrong_class: float = 0.15,
+                     false_per_image: int = 3) -> list[dict]:
+    """COCO results made from the ground truth, so the numbers are not trivial: every box
+    shifted and rescaled (~10 % of its size), some given a random category, with a random
+    score, plus ``false_per_image`` random boxes per image on present categories."""
+    rng = np.random.default_rng(seed)
+    cats = sorted(coco.getCatIds())
+    present = sorted({a["category_id"] for a in coco.dataset["annotations"]})
+    out = []
+    for ann in coco.dataset["annotations"]:
+        x, y, w, h = ann["bbox"]
+        dx, dy = rng.normal(0.0, 0.1, 2) * (w, h)
+        sw, sh = np.exp(rng.normal(0.0, 0.15, 2))
+        cat = int(rng.choice(cats)) if rng.uniform() < wrong_class else ann["category_id"]
+        out.append({"image_id": ann["image_id"], "category_id": cat,
+                    "bbox": [float(x + dx), float(y + dy), float(w * sw), float(h * sh)],
+                    "score": float(rng.uniform(0.05, 1.0))})
+    for image in coco.imgs.values():
+        for _ in range(false_per_image):
+            w, h = rng.uniform(0.05, 0.3, 2) * (image["width"], image["height"])
+            x, y = rng.uniform(0, 1, 2) * (image["width"] - w, image["height"] - h)
+            out.append({"image_id": image["id"], "category_id": int(rng.choice(present)),
+                        "bbox": [float(x), float(y), float(w), float(h)],
+                        "score": float(rng.uniform(0.0, 0.6))})
+    return out
+
+
+def per_category_stats(coco: COCO, results: list[dict], cat: int) -> list[float]:
+    """pycocotools run for one category (``params.catIds=[cat]``): stats 0, 1, 2, 8."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(coco, coco.loadRes([dict(r) for r in results]), "bbox")
+        ev.params.catIds = [cat]
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    return [float(ev.stats[i]) for i in (0, 1, 2, 8)]
+
+
+# ---------------------------------------------------------------- hand-built detections
+
+
+def one_image_coco(boxes: list[tuple[int, list[float]]], iscrowd=()) -> COCO:
+    """One 200 x 200 image (id 1), categories 1 "a" and 2 "b", boxes (category, xywh)."""
+    gt = COCO()
+    gt.dataset = {
+        "images": [{"id": 1, "width": 200, "height": 200, "file_name": "1.png"}],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+        "annotations": [{"id": i, "image_id": 1, "category_id": c, "bbox": b, "area": b[2] * b[3],
+                         "iscrowd": int(i in iscrowd)}
+                        for i, (c, b) in enumerate(boxes, 1)],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
+# TIDE's error types, one of each (tests/analysis/test_errors.py)
+A, B = 1, 2
+GT = one_image_coco([
+    (A, [0, 0, 20, 20]),     # g1: found by d1 (and duplicated by d4)
+    (A, [50, 0, 20, 20]),    # g2: d2 puts class b on it
+    (B, [0, 50, 20, 20]),    # g3: d3 has the class, IoU 0.3
+    (B, [50, 50, 20, 20]),   # g4: nothing near it: missed
+    (B, [100, 100, 20, 20]),  # g5: only d6, wrong class and IoU 0.3: missed too
+    (A, [150, 0, 20, 20]),   # g6: found by d7
+    (B, [0, 150, 20, 20]),   # g7: found by d8
+])
+
+
+def det(cat, bbox, score):
+    return {"image_id": 1, "category_id": cat, "bbox": bbox, "score": score}
+
+
+DETS = [
+    det(A, [0, 0, 20, 20], 0.3),      # d1 true positive on g1
+    det(B, [50, 0, 20, 20], 0.8),     # d2 classification: IoU 1 with g2 of class a
+    det(B, [0, 50, 20, 6], 0.6),      # d3 localisation: inside g3, IoU 120 / 400 = 0.3
+    det(A, [1, 0, 20, 20], 0.2),      # d4 duplicate: IoU 380 / 420 with g1, taken by d1
+    det(A, [150, 150, 10, 10], 0.7),  # d5 background: touches no box
+    det(A, [100, 100, 20, 6], 0.4),   # d6 both: IoU 0.3 with g5 of class b
+    det(A, [150, 0, 20, 20], 0.1),    # d7 true positive on g6
+    det(B, [0, 150, 20, 20], 0.05),   # d8 true positive on g7
+]
 
 
 # ---------------------------------------------------------------- notebooks

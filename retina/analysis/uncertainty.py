@@ -78,3 +78,26 @@ def most_ambiguous(
                            spread[i], float(uncertainty[i]))
         for i in top.tolist()
     ]
+
+
+def average_ranks(x: Tensor) -> Tensor:
+    """1-based ranks of ``x`` (n,), ties sharing the mean of their ranks (float64, (n,))."""
+    order = x.argsort(stable=True)
+    _, counts = torch.unique_consecutive(x[order], return_counts=True)
+    ends = counts.cumsum(0).double()  # (groups,) last rank of each run of equal values
+    ranks = torch.empty(len(x), dtype=torch.float64)
+    ranks[order] = (ends - (counts - 1) / 2).repeat_interleave(counts)  # mean of first..last
+    return ranks
+
+
+def spearman(x: Tensor, y: Tensor) -> float:
+    """Spearman's rank correlation of paired samples ``x``, ``y`` (n,): the Pearson correlation
+    of their :func:`average_ranks`; NaN for fewer than 2 pairs or a constant side."""
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} values against {len(y)}")
+    if len(x) < 2:
+        return float("nan")
+    rx, ry = average_ranks(x), average_ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = ((rx * rx).sum() * (ry * ry).sum()).sqrt()
+    return float((rx * ry).sum() / denom) if denom > 0 else float("nan")

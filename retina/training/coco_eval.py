@@ -1,20 +1,30 @@
-"""COCO mAP with pycocotools, exactly: detections in, pycocotools' 12 numbers out."""
+"""COCO mAP with pycocotools, exactly: detections in, pycocotools' 12 numbers out.
+
+The evaluator (:func:`run_cocoeval`) is the one COCOeval that training, ``retina.eval`` and
+the report all score with; per-class numbers and curves are read from its own arrays
+(``ev.eval["precision"]`` (T, R, K, A, M), ``ev.eval["recall"]`` (T, K, A, M)).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Sequence
 
 import numpy as np
+import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor
+from torchvision.ops import box_convert
 
 # Names of COCOeval.stats[i] (bbox), in pycocotools' order.
 STAT_NAMES = (
     "mAP", "mAP_50", "mAP_75", "mAP_small", "mAP_medium", "mAP_large",
     "AR_1", "AR_10", "AR_100", "AR_small", "AR_medium", "AR_large",
 )  # fmt: skip
+# Per-class numbers of :func:`per_class_metrics`: stats 0, 1, 2 and 8 for one category.
+PER_CLASS_STATS = ("AP", "AP_50", "AP_75", "AR_100")
 
 
 def to_coco_results(
@@ -24,7 +34,9 @@ def to_coco_results(
 
     Args:
         image_ids: COCO image id per image.
-        detections: per image ``boxes`` (D, 4), ``scores`` (D,), ``labels`` (D,) 0..K-1.
+        detections: per image ``boxes`` (D, 4), ``scores`` (D,), ``labels`` (D,) 0..K-1, and
+            optionally ``spread`` (D, 4) (GFL: per-side std in pixels), kept as an extra
+            ``spread`` field of each entry (pycocotools ignores it).
         cat_ids: category id of each contiguous label.
     """
     cats = np.asarray(cat_ids)
@@ -34,12 +46,99 @@ def to_coco_results(
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
         scores = det["scores"].detach().float().cpu().numpy()
         labels = cats[det["labels"].cpu().numpy()]
-        out.extend(
+        entries = [
             {"image_id": int(image_id), "category_id": int(c), "bbox": [float(v) for v in b],
              "score": float(s)}
             for b, s, c in zip(xywh, scores, labels)
-        )
+        ]
+        if "spread" in det:
+            for entry, spread in zip(entries, det["spread"].detach().float().cpu().tolist()):
+                entry["spread"] = spread
+        out.extend(entries)
     return out
+
+
+def coco_boxes(entries: list[dict], dtype: torch.dtype = torch.float32) -> Tensor:
+    """The ``bbox`` (x, y, w, h) of COCO annotations or results as (n, 4) x1y1x2y2."""
+    xywh = torch.tensor([e["bbox"] for e in entries], dtype=dtype).reshape(-1, 4)
+    return box_convert(xywh, "xywh", "xyxy")
+
+
+def from_coco_results(
+    results: list[dict], cat_ids: list[int], image_ids: list[int]
+) -> list[dict[str, Tensor]]:
+    """COCO results entries -> per image detections, the inverse of :func:`to_coco_results`.
+
+    Args:
+        results: entries with ``image_id``, ``category_id``, ``bbox`` (xywh), ``score`` and
+            optionally ``spread`` (then every entry has it).
+        cat_ids: category id of each contiguous label.
+        image_ids: the images to return, in this order (an image without entries gets
+            empty tensors).
+
+    Returns:
+        per image ``boxes`` (D, 4) x1y1x2y2, ``scores`` (D,), ``labels`` (D,) 0..K-1 and
+        ``spread`` (D, 4) if the entries carry it; entries in their given order.
+    """
+    label_of = {c: i for i, c in enumerate(cat_ids)}
+    with_spread = bool(results) and all("spread" in r for r in results)
+    per_image: dict[int, list[dict]] = {int(i): [] for i in image_ids}
+    for r in results:
+        if int(r["image_id"]) in per_image:
+            per_image[int(r["image_id"])].append(r)
+    out = []
+    for image_id in image_ids:
+        entries = per_image[int(image_id)]
+        det = {
+            "boxes": coco_boxes(entries),  # (D, 4)
+            "scores": torch.tensor([r["score"] for r in entries], dtype=torch.float32),
+            "labels": torch.tensor([label_of[r["category_id"]] for r in entries], dtype=torch.long),
+        }
+        if with_spread:
+            det["spread"] = torch.tensor([r["spread"] for r in entries],
+                                         dtype=torch.float32).reshape(-1, 4)
+        out.append(det)
+    return out
+
+
+def run_cocoeval(
+    coco_gt: COCO,
+    results: list[dict],
+    image_ids: list[int] | None = None,
+    iou_thrs: Sequence[float] | None = None,
+) -> COCOeval:
+    """pycocotools' bbox evaluation, evaluated and accumulated (its prints silenced).
+
+    Args:
+        coco_gt: ground truth.
+        results: COCO results entries; copied, so pycocotools' ``loadRes`` leaves them as
+            they are. Detection ``i`` of ``results`` gets the id ``i + 1`` in ``ev.cocoDt``.
+        image_ids: images to evaluate (default: all images of ``coco_gt``); images
+            without detections count as misses.
+        iou_thrs: IoU thresholds (default: COCO's 0.50:0.05:0.95).
+
+    Returns:
+        the COCOeval, with ``evalImgs`` and ``eval`` filled in.
+    """
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes([dict(r) for r in results]) if results else COCO()
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        if image_ids is not None:
+            ev.params.imgIds = sorted(set(int(i) for i in image_ids))
+        if iou_thrs is not None:
+            ev.params.iouThrs = np.asarray(iou_thrs, dtype=np.float64)
+        ev.evaluate()
+        ev.accumulate()
+    return ev
+
+
+def summarize(ev: COCOeval) -> tuple[dict[str, float], str]:
+    """pycocotools' 12 stats of an accumulated COCOeval and its 12-line summary table."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        ev.summarize()
+    table = "\n".join(ln for ln in buf.getvalue().splitlines() if ln.lstrip().startswith("Average"))
+    return dict(zip(STAT_NAMES, (float(s) for s in ev.stats))), table
 
 
 def coco_evaluate(
@@ -58,16 +157,65 @@ def coco_evaluate(
         ``{name: value}`` for the 12 stats (see :data:`STAT_NAMES`; -1 where
         pycocotools has no ground truth for a stat) and pycocotools' 12-line summary table.
     """
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        coco_dt = coco_gt.loadRes(results) if results else COCO()
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
-        if image_ids is not None:
-            ev.params.imgIds = sorted(set(int(i) for i in image_ids))
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    table = "\n".join(ln for ln in buf.getvalue().splitlines() if ln.lstrip().startswith("Average"))
+    metrics, table = summarize(run_cocoeval(coco_gt, results, image_ids))
     if verbose:
         print(table)
-    return dict(zip(STAT_NAMES, (float(s) for s in ev.stats))), table
+    return metrics, table
+
+
+def mean_valid(values: np.ndarray) -> float:
+    """Mean of the entries > -1 (pycocotools' "no ground truth" marker), -1 if there are none."""
+    kept = values[values > -1]
+    return float(np.mean(kept)) if kept.size else -1.0
+
+
+def precision_at(ev: COCOeval, iou: float | None = None) -> np.ndarray:
+    """Precision over recall thresholds, area "all", 100 detections per image.
+
+    Args:
+        ev: an accumulated COCOeval.
+        iou: one of ``ev.params.iouThrs`` (None: all of them).
+
+    Returns:
+        (T, R, K) for ``iou=None``, else (R, K); -1 where a category has no ground truth.
+    """
+    a = ev.params.areaRngLbl.index("all")
+    m = ev.params.maxDets.index(100)
+    precision = ev.eval["precision"][:, :, :, a, m]  # (T, R, K)
+    return precision if iou is None else precision[iou_index(ev, iou)]
+
+
+def iou_index(ev: COCOeval, iou: float) -> int:
+    """Index of ``iou`` in ``ev.params.iouThrs`` (a ValueError if it is not one of them)."""
+    found = np.flatnonzero(np.isclose(ev.params.iouThrs, iou))
+    if not found.size:
+        raise ValueError(f"IoU {iou} is not one of the evaluated thresholds {ev.params.iouThrs}")
+    return int(found[0])
+
+
+def per_class_metrics(ev: COCOeval) -> dict[int, dict[str, float]]:
+    """AP, AP_50, AP_75 and AR_100 of each category, as pycocotools' ``summarize`` computes
+    stats 0, 1, 2 and 8 (from ``ev.eval``), so each equals the evaluation restricted to that
+    category (``params.catIds=[c]``).
+
+    Args:
+        ev: an accumulated COCOeval with COCO's default IoU thresholds.
+
+    Returns:
+        ``{category id: {name: value}}`` for every category of ``ev.params.catIds``, names
+        :data:`PER_CLASS_STATS`; -1 for a category without ground truth.
+    """
+    precision = precision_at(ev)  # (T, R, K)
+    a = ev.params.areaRngLbl.index("all")
+    m = ev.params.maxDets.index(100)
+    recall = ev.eval["recall"][:, :, a, m]  # (T, K)
+    t50, t75 = iou_index(ev, 0.5), iou_index(ev, 0.75)
+    return {
+        int(cat): {
+            "AP": mean_valid(precision[:, :, k]),
+            "AP_50": mean_valid(precision[t50, :, k]),
+            "AP_75": mean_valid(precision[t75, :, k]),
+            "AR_100": mean_valid(recall[:, k]),
+        }
+        for k, cat in enumerate(ev.params.catIds)
+    }

@@ -16,10 +16,22 @@ from retina.losses.criterion import Criterion
 from retina.model.detector import Detector
 from retina.ops.levels import flatten_levels, foreground_logits, scale_to_original
 from retina.ops.postprocess import Postprocess
-from retina.training.coco_eval import coco_evaluate, to_coco_results
+from retina.training.coco_eval import per_class_metrics, run_cocoeval, summarize, to_coco_results
 from retina.training.nonfinite import NonFiniteGuard
 
 Batch = dict[str, Tensor]  # see retina.data.collate
+# val/AP/<class name> goes to the logger for the first this many classes with validation boxes
+# (label order); metrics.json has every class (retina.training.run)
+MAX_LOGGED_CLASSES = 20
+
+
+def logged_class_ap(
+    class_ap: dict[str, float], limit: int = MAX_LOGGED_CLASSES
+) -> dict[str, float]:
+    """``{"val/AP/<name>": AP}`` for the first ``limit`` classes (in the given order) that have
+    an AP: a class without validation boxes (-1) has none to plot."""
+    with_boxes = [(name, ap) for name, ap in class_ap.items() if ap > -1]
+    return {f"val/AP/{name}": ap for name, ap in with_boxes[:limit]}
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_norm_bias: bool):
@@ -38,7 +50,9 @@ class CocoDetectionTask(L.LightningModule):
 
     Subclasses implement ``losses(batch)`` and ``predict_batch(batch) -> detections``
     in original image pixels; validation turns them into pycocotools' numbers against
-    the datamodule's ``val_ann`` file, gathered once per image across processes.
+    the datamodule's ``val_ann`` file, gathered once per image across processes. After a
+    validation ``last_results`` (COCO entries), ``last_image_ids``, ``last_coco_table`` and
+    ``last_class_ap`` (``{class name: AP}``, -1 without ground truth) hold what it scored.
 
     Args:
         optimizer: partial taking parameter groups.
@@ -63,6 +77,9 @@ class CocoDetectionTask(L.LightningModule):
         self._image_ids: list[int] = []
         self._coco_gt: COCO | None = None
         self.last_coco_table = ""
+        self.last_results: list[dict] = []
+        self.last_image_ids: list[int] = []
+        self.last_class_ap: dict[str, float] = {}
         self.nonfinite = NonFiniteGuard()  # retina.train sets train.skip_nonfinite and the run dir
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
@@ -99,7 +116,7 @@ class CocoDetectionTask(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         results, image_ids = self._results, self._image_ids
-        if dist.is_available() and dist.is_initialized():
+        if self.trainer.world_size > 1:  # this trainer's processes (a later 1-device eval: none)
             gathered = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, (results, image_ids))
             # a distributed sampler may repeat images to even out ranks: keep each once
@@ -109,10 +126,17 @@ class CocoDetectionTask(L.LightningModule):
                 results += [r for r in res if r["image_id"] in new]
                 image_ids += sorted(new)
                 seen |= new
-        metrics, self.last_coco_table = coco_evaluate(self.coco_gt(), results, image_ids)
+        coco_gt = self.coco_gt()
+        ev = run_cocoeval(coco_gt, results, image_ids)
+        metrics, self.last_coco_table = summarize(ev)
+        self.last_results, self.last_image_ids = results, image_ids
+        self.last_class_ap = {coco_gt.cats[c]["name"]: m["AP"]
+                              for c, m in per_class_metrics(ev).items()}
         for name, value in metrics.items():
             if name in ("mAP", "mAP_50", "mAP_75", "mAP_small", "mAP_medium", "mAP_large", "AR_100"):
                 self.log(f"val/{name}", value, prog_bar=name in ("mAP", "mAP_50"), sync_dist=False)
+        for key, ap in logged_class_ap(self.last_class_ap).items():
+            self.log(key, ap, sync_dist=False)
 
     def coco_gt(self) -> COCO:
         if self._coco_gt is None:

@@ -67,6 +67,13 @@ def build(cfg: DictConfig):
     return datamodule, module
 
 
+def val_metrics(trainer: L.Trainer, module) -> dict[str, float]:
+    """The ``val/*`` numbers of the last validation: those logged, and ``val/AP/<class name>``
+    for every class (the logger gets the first few only; -1 for a class without boxes)."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    return metrics | {f"val/AP/{name}": ap for name, ap in module.last_class_ap.items()}
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, validate, write ``metrics.json`` into the run directory and return the metrics."""
     if cfg.get("seed") is not None:
@@ -81,7 +88,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
 
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    metrics = val_metrics(trainer, module)
     metrics["epoch"] = trainer.current_epoch
     metrics["global_step"] = trainer.global_step
     if not trainer.is_global_zero:  # under DDP one process writes the files
@@ -99,19 +106,38 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Rebuild the model from the checkpoint's config, validate on ``cfg.data`` or its own data."""
-    ckpt = load_checkpoint(cfg.ckpt_path)
-    datamodule = instantiate(cfg.data if cfg.get("data") else run_config(ckpt).data)
+def evaluate_checkpoint(
+    ckpt_path: str | Path, data: DictConfig | None = None, accelerator: str = "auto"
+):
+    """Rebuild the model from the checkpoint's config and validate it on one device.
+
+    Args:
+        ckpt_path: a checkpoint of ``retina.train``.
+        data: a ``data`` config to validate on (None: the data the checkpoint was trained on).
+        accelerator: Lightning's accelerator name.
+
+    Returns:
+        ``(module, datamodule, metrics)``: the validated module (its ``last_results``,
+        ``last_image_ids``, ``last_coco_table`` hold what was scored), the datamodule set
+        up for validation, and :func:`val_metrics`.
+    """
+    ckpt = load_checkpoint(ckpt_path)
+    datamodule = instantiate(data if data else run_config(ckpt).data)
     datamodule.prepare_data()
     datamodule.setup("validate")
     module = module_from_checkpoint(ckpt)
     trainer = L.Trainer(
-        accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False,
+        accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
         enable_model_summary=False,
     )
     trainer.validate(module, datamodule=datamodule, verbose=False)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    return module, datamodule, val_metrics(trainer, module)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Validate ``cfg.ckpt_path`` on ``cfg.data`` or its own data; print pycocotools' table
+    and the metrics."""
+    module, _, metrics = evaluate_checkpoint(cfg.ckpt_path, cfg.get("data"), cfg.accelerator)
     print(module.last_coco_table)
     print(json.dumps(metrics, indent=2))
     return metrics

@@ -1,9 +1,11 @@
 """retina.analysis.uncertainty: ranking detections by the relative spread of their sides."""
 
+import math
+
 import pytest
 import torch
 
-from retina.analysis.uncertainty import most_ambiguous, relative_spread
+from retina.analysis.uncertainty import average_ranks, most_ambiguous, relative_spread, spearman
 
 
 def test_most_ambiguous_ranks_by_relative_spread():
@@ -47,3 +49,24 @@ def test_most_ambiguous_ranks_all_passing_boxes_and_skips_low_scores():
     ranked = most_ambiguous([7, 8], dets, k=None, min_score=0.3)[::-1]
     assert [(a.image_id, a.index) for a in ranked] == [(7, 0), (8, 0)]  # 0.1-score box left out
     assert [a.uncertainty for a in ranked] == pytest.approx([0.1, 0.15])
+
+
+def test_average_ranks_share_ties():
+    # 20 20 are ranks 2 and 3: both 2.5
+    ranks = average_ranks(torch.tensor([10.0, 20.0, 20.0, 40.0, 5.0]))
+    assert ranks.tolist() == [2.0, 3.5, 3.5, 5.0, 1.0]
+
+
+def test_spearman_against_hand_computations():
+    # no ties: rank differences d = (-1, 1, -1, 1, 0), 1 - 6 sum d^2 / (n (n^2 - 1)) = 1 - 24/120
+    x, y = torch.tensor([1.0, 2, 3, 4, 5]), torch.tensor([2.0, 1, 4, 3, 5])
+    assert spearman(x, y) == pytest.approx(0.8, abs=1e-12)
+    # ties: ranks x (1, 2.5, 2.5, 4), y (1, 3, 2, 4); centred (-1.5, 0, 0, 1.5), (-1.5, .5, -.5, 1.5)
+    # sum of products 4.5, sums of squares 4.5 and 5: 4.5 / sqrt(22.5) = 3 / sqrt(10)
+    x, y = torch.tensor([10.0, 20, 20, 40]), torch.tensor([1.0, 3, 2, 4])
+    assert spearman(x, y) == pytest.approx(3 / math.sqrt(10), abs=1e-12)
+    assert spearman(x, -y) == pytest.approx(-3 / math.sqrt(10), abs=1e-12)
+    # a monotone transform changes nothing
+    assert spearman(x.exp(), y**3) == pytest.approx(3 / math.sqrt(10), abs=1e-12)
+    assert math.isnan(spearman(torch.tensor([1.0]), torch.tensor([2.0])))
+    assert math.isnan(spearman(torch.tensor([1.0, 1.0]), torch.tensor([2.0, 3.0])))

@@ -131,6 +131,10 @@ def test_ddp_validation_equals_one_process(tmp_path, val_subset):
     # rank 1 logs to its own file and writes no results
     assert "metrics: " in (tmp_path / "two" / "train.log").read_text()
     assert "metrics: " not in (tmp_path / "two" / "train_ddp_process_1.log").read_text()
+    # the report of best.ckpt: in one process; after DDP the log says how to write it
+    assert (tmp_path / "one" / "report" / "metrics.json").is_file()
+    assert not (tmp_path / "two" / "report").exists()
+    assert "python -m retina.eval ckpt_path=" in (tmp_path / "two" / "train.log").read_text()
 
 
 @pytest.mark.slow

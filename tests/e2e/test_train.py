@@ -26,6 +26,7 @@ def test_fast_dev_run_writes_metrics(tiny_cfg, tmp_path, experiment):
     metrics = train(tiny_cfg("debug=fdr", *([f"experiment={experiment}"] if experiment else [])))
     assert {"val/mAP", "val/mAP_50", "val/mAP_75", "val/AR_100", "val/mAP_small"} <= set(metrics)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
+    assert metrics["val/AP/Tree"] == pytest.approx(metrics["val/mAP"], abs=1e-6)  # one class
 
 
 def test_resume_and_eval_reproduce_training(tiny_cfg, tmp_path, monkeypatch):
@@ -84,12 +85,17 @@ def test_command_line_train_then_eval(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # the report of best.ckpt (the one epoch) is written at the end of training
+    report = json.loads((tmp_path / "run" / "report" / "metrics.json").read_text())
+    assert report["mAP"] == pytest.approx(metrics["val/mAP"], abs=1e-12)
+    assert (tmp_path / "run" / "report" / "errors.md").is_file()
     ev = subprocess.run(
         [sys.executable, "-m", "retina.eval", f"ckpt_path={tmp_path / 'run/checkpoints/best.ckpt'}",
          "accelerator=cpu", f"paths.log_dir={tmp_path}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert ev.returncode == 0, ev.stderr[-3000:]
-    assert "Average Precision  (AP) @[ IoU=0.50:0.95" in ev.stdout
-    assert f'"val/mAP": {metrics["val/mAP"]}' in ev.stdout or metrics["val/mAP"] == pytest.approx(
-        json.loads(ev.stdout[ev.stdout.index("{"):])["val/mAP"])
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95" in ev.stdout + ev.stderr
+    (eval_dir,) = (tmp_path / "eval").iterdir()  # the run directory is the report's folder
+    assert json.loads((eval_dir / "metrics.json").read_text())["mAP"] == pytest.approx(
+        metrics["val/mAP"], abs=1e-12)

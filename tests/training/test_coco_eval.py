@@ -3,10 +3,23 @@
 import json
 
 import numpy as np
+import pytest
+import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from retina.training.coco_eval import coco_evaluate
+from retina.data.coco import load_coco
+from retina.training.coco_eval import (
+    PER_CLASS_STATS,
+    coco_evaluate,
+    from_coco_results,
+    per_class_metrics,
+    run_cocoeval,
+    summarize,
+    to_coco_results,
+)
+from retina.training.config import ROOT
+from tests.helpers import LABELME_COCO, jittered_results, per_category_stats
 
 
 def test_coco_numbers_equal_pycocotools_run_directly(tmp_path):
@@ -35,3 +48,57 @@ def test_coco_numbers_equal_pycocotools_run_directly(tmp_path):
     ev.evaluate(), ev.accumulate(), ev.summarize()
     assert list(ours.values()) == [float(s) for s in ev.stats]
     assert ours["mAP"] > 0
+
+
+# ---------------------------------------------------------------- per class
+
+
+def check_per_class(coco: COCO, results: list[dict]) -> dict[int, dict[str, float]]:
+    ev = run_cocoeval(coco, results)
+    per_class = per_class_metrics(ev)
+    assert sorted(per_class) == sorted(coco.getCatIds())
+    with_gt = {a["category_id"] for a in coco.dataset["annotations"] if not a.get("iscrowd")}
+    for cat, m in per_class.items():
+        assert list(m) == list(PER_CLASS_STATS)
+        expected = per_category_stats(coco, results, cat) if cat in with_gt else [-1.0] * 4
+        np.testing.assert_allclose(list(m.values()), expected, rtol=0, atol=1e-6, err_msg=str(cat))
+    # classes with ground truth all have every (T, R) entry: the mean of means is mAP
+    stats, _ = summarize(ev)
+    for name, stat in (("AP", "mAP"), ("AP_50", "mAP_50"), ("AP_75", "mAP_75")):
+        mean = np.mean([per_class[c][name] for c in with_gt])
+        assert mean == pytest.approx(stats[stat], abs=1e-9), name
+    return per_class
+
+
+def test_per_class_numbers_are_pycocotools_per_category_on_a_multi_class_fixture(labelme):
+    coco = load_coco(labelme / LABELME_COCO / "annotations.json")  # 3 photos, 6 of 21 classes
+    results = jittered_results(coco, seed=0, wrong_class=0.3)
+    per_class = check_per_class(coco, results)
+    aps = [m["AP"] for m in per_class.values() if m["AP"] > -1]
+    assert len(aps) == 6 and len(set(aps)) >= 4 and max(aps) < 1  # not trivial
+    # categories without ground truth that got (wrong-class) detections are still -1
+    assert {r["category_id"] for r in results} - {a["category_id"] for a in coco.dataset["annotations"]}
+
+
+def test_per_class_numbers_on_neon():
+    coco = load_coco(ROOT / "data" / "neon_trees" / "annotations" / "val.json")  # 1 class
+    per_class = check_per_class(coco, jittered_results(coco, seed=1, wrong_class=0.0))
+    assert 0.2 < per_class[1]["AP"] < 0.9
+
+
+def test_from_coco_results_inverts_to_coco_results():
+    dets = [
+        {"boxes": torch.tensor([[1.0, 2.0, 11.0, 22.0], [0.5, 0.0, 3.0, 4.5]]),
+         "scores": torch.tensor([0.9, 0.25]), "labels": torch.tensor([1, 0]),
+         "spread": torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.5, 0.5, 0.5, 0.5]])},
+        {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0),
+         "labels": torch.zeros(0, dtype=torch.long), "spread": torch.zeros(0, 4)},
+    ]
+    results = to_coco_results([7, 9], dets, cat_ids=[3, 5])
+    assert results[0] == {"image_id": 7, "category_id": 5, "bbox": [1.0, 2.0, 10.0, 20.0],
+                          "score": pytest.approx(0.9), "spread": [1.0, 2.0, 3.0, 4.0]}
+    back = from_coco_results(results, [3, 5], [7, 9])
+    for got, want in zip(back, dets):
+        assert got.keys() == want.keys()
+        for key in want:
+            torch.testing.assert_close(got[key], want[key])

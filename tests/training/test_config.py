@@ -144,6 +144,7 @@ def test_focal_optuna_searches_continuous_gamma_and_alpha(tmp_path):
     assert set(cfg.hydra.sweeper.params) == {"loss.beta", "loss.dfl_weight", "loss.giou_weight"}
     for key in cfg.hydra.sweeper.params:  # each a real key of the GFL loss
         assert key.split(".")[1] in cfg.loss
+    assert "report" not in cfg and "report" in compose_run([], tmp_path / "run")  # none per trial
 
 
 def test_slurm_launcher_runs_ddp_with_one_task_per_gpu(tmp_path):
