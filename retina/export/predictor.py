@@ -126,7 +126,7 @@ class Predictor:
             and for GFL ``spread`` (D, 4) per-side std in pixels; sorted by score.
         """
         batch = self.preprocess(images)
-        cls_maps, box_maps = self.detector(batch["images"])
+        cls_maps, box_maps = self.detector(batch["images"], batch["image_sizes"])
         anchors = self.detector.level_anchors(cls_maps)
         dets = self.postprocess(cls_maps, box_maps, anchors, batch["image_sizes"])
         return scale_to_original(dets, batch["image_sizes"], batch["orig_sizes"])

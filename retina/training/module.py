@@ -182,11 +182,13 @@ class DetectionModule(CocoDetectionTask):
             {"class_names": self.class_names, "cat_ids": self.cat_ids, "run_config": run_config}
         )
 
-    def forward(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        return self.detector(images)
+    def forward(
+        self, images: Tensor, image_sizes: Tensor | None = None
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        return self.detector(images, image_sizes)
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
-        cls_maps, box_maps = self.detector(batch["images"])
+        cls_maps, box_maps = self.detector(batch["images"], batch["image_sizes"])
         level_anchors = self.detector.level_anchors(cls_maps)
         anchors = torch.cat(level_anchors)  # (N, 4)
         a = self.detector.anchors.num_anchors
@@ -198,7 +200,7 @@ class DetectionModule(CocoDetectionTask):
     @torch.no_grad()
     def predict_batch(self, batch: Batch) -> list[dict[str, Tensor]]:
         """Detections in original image pixels for a collated batch."""
-        cls_maps, box_maps = self.detector(batch["images"])
+        cls_maps, box_maps = self.detector(batch["images"], batch["image_sizes"])
         if self.criterion.background_class:
             cls_maps = foreground_logits(cls_maps, self.num_classes)
         anchors = self.detector.level_anchors(cls_maps)
