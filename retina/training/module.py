@@ -17,6 +17,7 @@ from retina.model.detector import Detector
 from retina.ops.levels import flatten_levels, foreground_logits, scale_to_original
 from retina.ops.postprocess import Postprocess
 from retina.training.coco_eval import coco_evaluate, to_coco_results
+from retina.training.init_from import init_detector
 from retina.training.nonfinite import NonFiniteGuard
 
 Batch = dict[str, Tensor]  # see retina.data.collate
@@ -148,6 +149,9 @@ class DetectionModule(CocoDetectionTask):
         class_names: name of each contiguous label (stored in checkpoints).
         cat_ids: dataset category id of each label (stored in checkpoints).
         run_config: the resolved run config as JSON (stored in checkpoints to rebuild the model).
+        init_from: a retina ``.ckpt`` or ``.safetensors`` file whose Detector weights replace
+            the initial ones, checked strictly but for a class predictor of another number
+            of classes, which keeps its prior (see :mod:`retina.training.init_from`).
     """
 
     def __init__(
@@ -162,11 +166,14 @@ class DetectionModule(CocoDetectionTask):
         class_names: list[str] | None = None,
         cat_ids: list[int] | None = None,
         run_config: str | None = None,
+        init_from: str | None = None,
     ) -> None:
         num_classes = detector.head.num_classes
         cat_ids = list(cat_ids or range(1, num_classes + 1))
         super().__init__(optimizer, scheduler, no_decay_norm_bias, cat_ids)
         self.detector = detector
+        if init_from:
+            init_detector(detector, init_from, run_config)
         self.criterion = criterion(coder=coder)
         self.postprocess = postprocess(coder=coder)
         needs_bg = self.criterion.background_class
