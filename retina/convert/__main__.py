@@ -14,8 +14,9 @@ from retina.convert.keys import ConversionError
 USAGE = __doc__.split("\n\n")[0]
 # command -> (function, its options besides the file)
 COMMANDS = {
-    "torchvision": (torchvision.convert, ("out", "variant", "bn_eps")),
-    "mmdet": (mmdet.convert, ("out", "model", "style", "mean", "std", "bgr_to_rgb")),
+    "torchvision": (torchvision.convert, ("out", "variant", "bn_eps", "overrides")),
+    "mmdet": (mmdet.convert, ("out", "model", "style", "mean", "std", "bgr_to_rgb",
+                              "overrides")),
     "to-torchvision": (torchvision.to_torchvision, ("out",)),
 }
 

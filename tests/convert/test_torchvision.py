@@ -90,7 +90,7 @@ def test_the_experiments_compute_as_torchvision_but_v1s_batch_norm_epsilon(tmp_p
 def test_command_line_errors_name_the_options():
     with pytest.raises(SystemExit, match="usage"):
         main(["torchvision"])
-    with pytest.raises(SystemExit, match="takes out=... and optionally variant=, bn_eps=; got vairant"):
+    with pytest.raises(SystemExit, match="takes out=... and optionally variant=, bn_eps=, overrides=; got vairant"):
         main(["torchvision", "x.pth", "out=d", "vairant=v1"])
     with pytest.raises(SystemExit, match="got no out="):
         main(["mmdet", "x.pth"])
