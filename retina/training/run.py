@@ -99,10 +99,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def eval_data(given: DictConfig | None, trained: DictConfig) -> DictConfig:
+    """The data ``retina.eval`` validates on: a whole data config (``data=coco ...``) replaces
+    the checkpoint's; bare keys (``+data.root=DIR``) change the checkpoint's own, whose input
+    size, resize and padding stay."""
+    if not given:
+        return trained
+    return given if "_target_" in given else OmegaConf.merge(trained, given)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Rebuild the model from the checkpoint's config, validate on ``cfg.data`` or its own data."""
     ckpt = load_checkpoint(cfg.ckpt_path)
-    datamodule = instantiate(cfg.data if cfg.get("data") else run_config(ckpt).data)
+    datamodule = instantiate(eval_data(cfg.get("data"), run_config(ckpt).data))
     datamodule.prepare_data()
     datamodule.setup("validate")
     module = module_from_checkpoint(ckpt)

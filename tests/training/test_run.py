@@ -37,3 +37,17 @@ def test_the_softmax_loss_gives_the_head_its_background_channel(tiny_cfg):
         cfg.model.detector.head.background_class = False
     with pytest.raises(Exception, match="SoftmaxFocalCriterion needs a head with a background channel"):
         instantiate(cfg.model)
+
+
+def test_eval_data_replaces_or_changes_the_checkpoints_own():
+    from omegaconf import OmegaConf
+
+    from retina.training.run import eval_data
+
+    trained = OmegaConf.create({"_target_": "D", "root": None, "min_size": 320, "resize": "rcnn"})
+    assert eval_data(None, trained) is trained
+    whole = OmegaConf.create({"_target_": "E", "root": "/coco"})
+    assert eval_data(whole, trained) is whole  # data=coco data.root=...: the data config given
+    changed = eval_data(OmegaConf.create({"root": "/coco"}), trained)  # +data.root=...
+    assert OmegaConf.to_container(changed) == {"_target_": "D", "root": "/coco", "min_size": 320,
+                                               "resize": "rcnn"}
