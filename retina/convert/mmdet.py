@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from retina.convert.keys import ConversionError, read_state_dict, resnet_prefixes, subnet_prefixes
-from retina.convert.write import Converted, build_module, coco80, file_digest, write_converted
+from retina.convert.write import Converted, build_module, coco80, write_converted
 from retina.model.detector import Detector
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def convert(path: str | Path, out_dir: str | Path, model: str | None = None,
         raise ConversionError(f"{path} holds an mmdetection {found}, not {model}")
     d_mean, d_std, d_rgb, stride_in_1x1 = STYLES[style]
     rgb = d_rgb if bgr_to_rgb is None else bgr_to_rgb
-    cls = state[f"bbox_head.{PREDICTORS[found]}_cls.bias"].shape[0]
+    cls = state[f"bbox_head.{PREDICTORS[found]}_cls.weight"].shape[0]
     num_classes = cls if found == "gfl" else cls // 9
     names, ids = classes(extra, num_classes)
     settings = [*normalisation(mean or d_mean, std or d_std, rgb),
@@ -172,7 +172,7 @@ def convert(path: str | Path, out_dir: str | Path, model: str | None = None,
     if not rgb:
         state = to_rgb(state)
     source = {"format": "mmdetection", "model": found, "layout": MMDET_LAYOUT, "style": style,
-              "file": str(path), "sha256": file_digest(path)}
+              "file": str(path)}
     converted = write_converted(module, state, prefixes(module.detector, found), out_dir, source)
     log.info("mmdetection %s (%s style), %d classes -> %s, %s", found, style, num_classes,
              converted.checkpoint, converted.export)

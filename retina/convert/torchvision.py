@@ -39,7 +39,6 @@ from retina.convert.write import (
     Converted,
     build_module,
     coco91_names,
-    file_digest,
     write_converted,
 )
 from retina.model.detector import Detector
@@ -82,6 +81,9 @@ def upgrade_head_layout(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def detect_variant(state: dict[str, Tensor]) -> str:
     """"v1" or "v2" from the head's norms and the input width of P6."""
+    if "head.classification_head.cls_logits.weight" not in state:
+        raise ConversionError("not a torchvision RetinaNet: no "
+                              "head.classification_head.cls_logits.weight")
     gn = "head.classification_head.conv.0.1.weight" in state
     p6 = state.get("backbone.fpn.extra_blocks.p6.weight")
     p6_in = None if p6 is None else p6.shape[1]
@@ -120,12 +122,12 @@ def convert(path: str | Path, out_dir: str | Path, variant: str | None = None,
         raise ConversionError(f"{path} holds a torchvision RetinaNet {found}, not {variant}")
     experiment, _, default_eps = VARIANTS[found]
     eps = default_eps if bn_eps is None else bn_eps
-    num_classes = state["head.classification_head.cls_logits.bias"].shape[0] // 9
+    num_classes = state["head.classification_head.cls_logits.weight"].shape[0] // 9
     names, ids = class_names(num_classes)
     settings = [f"model.detector.backbone.bn_eps={eps}", *overrides]
     module = build_module(experiment, settings, names, ids, Path(out_dir))
     source = {"format": "torchvision", "variant": found, "file": str(path),
-              "sha256": file_digest(path), "bn_eps": eps}
+              "bn_eps": eps}
     converted = write_converted(module, state, prefixes(module.detector), out_dir, source)
     log.info("torchvision RetinaNet %s, %d classes -> %s, %s", found, num_classes,
              converted.checkpoint, converted.export)

@@ -9,7 +9,6 @@ fine-tune it; the checkpoint stores that config like any ``retina.train`` checkp
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from torch import Tensor
 from torchvision.models.detection import RetinaNet_ResNet50_FPN_Weights
 
 from retina.convert.keys import ConversionError, convert_state
-from retina.export.formats import export_safetensors
+from retina.export.formats import export_safetensors, sha256
 from retina.export.predictor import from_checkpoint
 from retina.training.atomic_io import AtomicCheckpointIO
 from retina.training.config import compose_run
@@ -51,10 +50,6 @@ class Converted:
     export: Path
 
 
-def file_digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def build_module(experiment: str, overrides: list[str], class_names: list[str],
                  cat_ids: list[int], out_dir: Path) -> DetectionModule:
     """The module of ``experiment`` with ``overrides``, for ``len(class_names)`` classes,
@@ -77,9 +72,11 @@ def write_converted(module: DetectionModule, state: dict[str, Tensor], table: di
         state: the foreign tensors (BatchNorm counters are left out, see ``keys``).
         table: foreign prefix -> Detector prefix.
         out_dir: output folder.
-        source: where the weights came from, stored in the checkpoint and the export.
+        source: where the weights came from (``file`` and what else describes them),
+            stored with the file's sha256 in the checkpoint and the export.
     """
     out_dir = Path(out_dir)
+    source = {**source, "sha256": sha256(Path(source["file"]))}
     what = f"{source.get('format')} {source.get('file')}"
     mapped = convert_state(state, table, module.detector.state_dict(), what)
     module.detector.load_state_dict(mapped)

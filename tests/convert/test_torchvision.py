@@ -72,6 +72,8 @@ def test_a_file_of_the_other_variant_or_with_stray_keys_is_an_error(tmp_path):
     hybrid = {**v1, "head.classification_head.conv.0.1.weight": torch.zeros(256)}
     with pytest.raises(ConversionError, match="neither torchvision RetinaNet v1 nor v2"):
         detect_variant(hybrid)
+    with pytest.raises(ConversionError, match="not a torchvision RetinaNet"):
+        detect_variant({"fc.weight": torch.zeros(1)})
 
 
 def test_classes_are_torchvisions_coco_labels():
