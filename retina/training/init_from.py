@@ -82,12 +82,6 @@ def init_detector(detector: nn.Module, path: str | Path, run_config_json: str | 
     own = detector.state_dict()
     kept = [k for k in CLASS_PREDICTOR if k in state and k in own  # only the class count differs
             and state[k].shape[0] != own[k].shape[0] and state[k].shape[1:] == own[k].shape[1:]]
-    if kept:
-        per_anchor = detector.head.num_anchors
-        log.info("model.init_from=%s: the class predictor %s is re-initialised with the prior "
-                 "(the file predicts %d classes, this model %d); everything else is loaded",
-                 path, ", ".join(kept), state[kept[0]].shape[0] // per_anchor,
-                 own[kept[0]].shape[0] // per_anchor)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k} {tuple(v.shape)} (here {tuple(own[k].shape)})" for k, v in state.items()
@@ -96,6 +90,12 @@ def init_detector(detector: nn.Module, path: str | Path, run_config_json: str | 
         raise ValueError(f"model.init_from={path} does not fit this model: missing {missing}, "
                          f"unexpected {unexpected}, other shapes {shapes}")
     detector.load_state_dict({**state, **{k: own[k] for k in kept}})
+    if kept:
+        per_anchor = detector.head.num_anchors
+        log.info("model.init_from=%s: the class predictor %s is re-initialised with the prior "
+                 "(the file predicts %d classes, this model %d); everything else is loaded",
+                 path, ", ".join(kept), state[kept[0]].shape[0] // per_anchor,
+                 own[kept[0]].shape[0] // per_anchor)
     log.info("model.init_from=%s: %d tensors loaded (names and shapes checked)", path,
              len(state) - len(kept))
     if their_cfg is not None and run_config_json:
