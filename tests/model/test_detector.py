@@ -85,9 +85,9 @@ def test_p7_without_relu():
 def test_padding_zero_after_normalisation():
     torch.manual_seed(0)
     det = Detector(resnet(18), partial(RetinaHead, 2), AnchorGenerator(), pad_after_norm=True)
-    sizes = torch.tensor([[100, 128], [128, 70]])
-    images = torch.zeros(2, 3, 128, 128)
-    mean_filled = det.pixel_mean.expand(2, 3, 128, 128).clone()  # normalises to exactly 0
+    sizes = torch.tensor([[50, 64], [64, 35]])
+    images = torch.zeros(2, 3, 64, 64)
+    mean_filled = det.pixel_mean.expand(2, 3, 64, 64).clone()  # normalises to exactly 0
     for i, (h, w) in enumerate(sizes.tolist()):
         images[i, :, :h, :w] = mean_filled[i, :, :h, :w] = torch.rand(3, h, w)
     with torch.no_grad():
