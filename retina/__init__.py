@@ -9,7 +9,8 @@ Layers, lowest first; a module imports only from lower layers and its own folder
 3. ``losses`` (loss functions and the criteria composing an assigner with them)
 4. ``training`` (LightningModule, checkpoint rebuild, COCO evaluation, run building)
 5. ``export``, ``analysis``, ``bench``, ``sweeps``
-6. entry points ``train``, ``eval``, ``predict``: nothing imports them
+6. entry points ``train``, ``eval``, ``predict``, ``convert`` (torchvision and mmdetection
+   detectors to retina checkpoints and exports, written with ``export``): nothing imports them
 """
 
 __all__ = ["load"]

@@ -14,7 +14,7 @@ LAYERS = {
     "losses": 3,
     "training": 4,
     "export": 5, "analysis": 5, "bench": 5, "sweeps": 5,
-    "train": 6, "eval": 6, "predict": 6,
+    "train": 6, "eval": 6, "predict": 6, "convert": 6,
 }
 
 

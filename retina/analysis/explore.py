@@ -241,7 +241,7 @@ def anchor_targets(module: DetectionModule, batch: dict[str, Tensor]) -> tuple[T
     if module.criterion.background_class or module.detector.anchors.num_anchors == 1:
         raise ValueError("anchor_targets needs a sigmoid RetinaNet module "
                          f"(experiment=neon_retinanet), not {type(module.criterion).__name__}")
-    cls_maps, _ = module.detector(batch["images"])
+    cls_maps, _ = module.detector(batch["images"], batch["image_sizes"])
     level_anchors = module.detector.level_anchors(cls_maps)
     k = module.num_classes
     logits = flatten_levels(cls_maps, k)  # (B, N, K)

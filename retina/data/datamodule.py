@@ -87,6 +87,8 @@ class DetectionDataModule(L.LightningDataModule):
         root: COCO 2017 layout folder; fills in whichever of the four paths is not given.
         skip_bad: Skip and count bad images and annotations instead of raising (see
             `CocoDetection`).
+        resize: ``"antialias"`` (the uint8 image, antialiased) or ``"rcnn"`` (torchvision's
+            detection-model resize), see `retina.data.transforms`.
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class DetectionDataModule(L.LightningDataModule):
         scale_jitter: tuple[float, float] | None = None,
         root: str | Path | None = None,
         skip_bad: bool = False,
+        resize: str = "antialias",
     ) -> None:
         super().__init__()
         # plain tuples, so checkpoints stay loadable with torch.load(weights_only=True)
@@ -136,9 +139,9 @@ class DetectionDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.collate_fn = functools.partial(collate, size_divisible=size_divisible)
         self.train_tf = train_transforms(
-            size, min_size, max_size, hflip, vflip, photometric, scale_jitter, rot90
+            size, min_size, max_size, hflip, vflip, photometric, scale_jitter, rot90, resize
         )
-        self.eval_tf = eval_transforms(size, min_size, max_size)
+        self.eval_tf = eval_transforms(size, min_size, max_size, resize)
         self.train_dataset: CocoDetection | None = None
         self.val_dataset: CocoDetection | None = None
 

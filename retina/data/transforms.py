@@ -11,16 +11,59 @@ Resizing, chosen by the arguments:
     - ``min_size`` / ``max_size``: short side to ``min_size``, long side capped at
       ``max_size`` (``max_size`` alone: long side to ``max_size``).
     - none of them: keep the image size.
+
+and by ``resize``: ``"antialias"`` resizes the uint8 image (torchvision's v2 ``Resize``,
+antialiased, 8-bit result); ``"rcnn"`` is torchvision's detection-model resize
+(:class:`RCNNResize`, min_size / max_size only).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+from torch import Tensor
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+RESIZES = ("antialias", "rcnn")
 
 
-def _resize(size: int | None, min_size: int | None, max_size: int | None) -> list[v2.Transform]:
+class RCNNResize:
+    """torchvision's ``GeneralizedRCNNTransform`` resize at evaluation: the image in float,
+    scale s = min(min_size / short side, max_size / long side), output sides floor(side * s)
+    (``interpolate``'s ``recompute_scale_factor``), bilinear without antialiasing. Boxes
+    follow. A callable ``(image, target) -> (image, target)`` for ``v2.Compose``.
+
+    The model normalises after this resize, torchvision before it: bilinear weights sum
+    to 1, so the two orders agree up to float rounding.
+    """
+
+    def __init__(self, min_size: int, max_size: int) -> None:
+        self.min_size = min_size
+        self.max_size = max_size
+
+    def output_size(self, height: int, width: int) -> list[int]:
+        """(h, w) after the resize of a ``height`` x ``width`` image."""
+        scale = min(self.min_size / min(height, width), self.max_size / max(height, width))
+        return [math.floor(height * scale), math.floor(width * scale)]
+
+    def __call__(self, image: Tensor, target: dict) -> tuple[Tensor, dict]:
+        image = F.to_dtype(image, torch.float32, scale=True)
+        size = self.output_size(*image.shape[-2:])
+        return v2.Resize(size, antialias=False)(image, target)
+
+
+def _resize(
+    size: int | None, min_size: int | None, max_size: int | None, resize: str = "antialias"
+) -> list:
     """The resize step for the given options (empty list to keep the size)."""
+    if resize not in RESIZES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}")
+    if resize == "rcnn":
+        if size is not None or min_size is None or max_size is None:
+            raise ValueError("resize=rcnn takes min_size and max_size (and no size)")
+        return [RCNNResize(min_size, max_size)]
     if size is not None:
         if min_size is not None or max_size is not None:
             raise ValueError("give either size or min_size/max_size, not both")
@@ -64,6 +107,7 @@ def train_transforms(
     photometric: bool = False,
     scale_jitter: tuple[float, float] | None = None,
     rot90: float = 0.0,
+    resize: str = "antialias",
 ) -> v2.Compose:
     """Training pipeline: resize, optional scale jitter, flips and quarter turns, optional
     colour jitter.
@@ -79,11 +123,12 @@ def train_transforms(
             or ``min_size`` (one of them is required).
         rot90: Probability of a quarter turn (counter-clockwise; with both flips at 0.5,
             all eight orientations of the image are equally likely).
+        resize: ``"antialias"`` or ``"rcnn"`` (see the module docstring).
 
     Returns:
         The composed transform.
     """
-    ops = _resize(size, min_size, max_size)
+    ops = _resize(size, min_size, max_size, resize)
     if scale_jitter is not None:
         ops.append(_scale_jitter(scale_jitter, size, min_size, max_size))
     if hflip > 0:
@@ -98,7 +143,8 @@ def train_transforms(
 
 
 def eval_transforms(
-    size: int | None = None, min_size: int | None = None, max_size: int | None = None
+    size: int | None = None, min_size: int | None = None, max_size: int | None = None,
+    resize: str = "antialias",
 ) -> v2.Compose:
     """Evaluation pipeline: deterministic resize and conversion to float.
 
@@ -106,8 +152,9 @@ def eval_transforms(
         size: Fixed square side in pixels.
         min_size: Short side in pixels.
         max_size: Cap of the long side in pixels.
+        resize: ``"antialias"`` or ``"rcnn"`` (see the module docstring).
 
     Returns:
         The composed transform.
     """
-    return v2.Compose(_resize(size, min_size, max_size) + _finish())
+    return v2.Compose(_resize(size, min_size, max_size, resize) + _finish())

@@ -11,7 +11,8 @@ TorchScript and ONNX exports trace :class:`DetectionGraph`. Its contract:
 
 with D = ``postprocess.max_det``; padding rows are zero (labels -1). Inside: resize
 to the fixed ``input_size`` (bilinear, antialiased, rounded to 8 bits like the uint8
-eval resize), zero-pad to ``padded_size``, network, the postprocess of
+eval resize), zero-pad to ``padded_size`` (zero after normalisation instead, for a
+Detector with ``pad_after_norm``), network, the postprocess of
 :meth:`retina.ops.postprocess.Postprocess.padded` (the eager candidates and NMS), rescale.
 Anchors are constants of ``padded_size``: the network input size is fixed, the image
 size is not.
@@ -70,7 +71,7 @@ class DetectionGraph(nn.Module):
         h, w = self.input_size
         x = resize_uint8(images, (h, w))  # (B, 3, h, w)
         x = F.pad(x, (0, self.padded_size[1] - w, 0, self.padded_size[0] - h))  # (B, 3, H', W')
-        cls_maps, box_maps = self.detector(x)
+        cls_maps, box_maps = self.detector(x, self.image_sizes)
         anchors = [getattr(self, f"anchors_{i}") for i in range(self.num_levels)]
         boxes, scores, labels, num_dets, extra = self.postprocess.padded(
             cls_maps, box_maps, anchors, self.image_sizes

@@ -47,6 +47,8 @@ class ExportMeta:
         size: fixed square input side of the eval resize, or None.
         min_size: short side of the eval resize, or None.
         max_size: cap of the long side of the eval resize, or None.
+        resize: how the eval resize interpolates: "antialias" or "rcnn" (see
+            ``retina.data.transforms``).
         size_divisible: network inputs are zero-padded to multiples of this.
         pixel_mean: per-channel mean of images in [0, 1] (the Detector's buffer; None:
             the Detector's default).
@@ -62,6 +64,7 @@ class ExportMeta:
     size: int | None = None
     min_size: int | None = None
     max_size: int | None = None
+    resize: str = "antialias"
     size_divisible: int = SIZE_DIVISIBLE
     pixel_mean: list[float] | None = None
     pixel_std: list[float] | None = None
@@ -123,6 +126,7 @@ def meta_from_checkpoint(ckpt: dict, path: str | Path) -> ExportMeta:
         size=data.get("size"),
         min_size=data.get("min_size"),
         max_size=data.get("max_size"),
+        resize=data.get("resize") or "antialias",
         size_divisible=int(data.get("size_divisible") or SIZE_DIVISIBLE),
         source={"checkpoint": str(path), "epoch": ckpt.get("epoch"),
                 "global_step": ckpt.get("global_step")},

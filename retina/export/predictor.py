@@ -51,7 +51,7 @@ class Predictor:
     """The eval path of ``retina.eval`` as a callable.
 
     Each image is resized by ``retina.data.transforms.eval_transforms`` (``meta.size`` or
-    ``meta.min_size`` / ``meta.max_size``), batched by ``retina.data.collate.collate``
+    ``meta.min_size`` / ``meta.max_size``, interpolated as ``meta.resize``), batched by ``retina.data.collate.collate``
     (zero padding to ``meta.size_divisible``), normalised and run by the Detector,
     postprocessed, and mapped back to the pixels of the given image.
 
@@ -74,7 +74,7 @@ class Predictor:
         self.detector = detector.eval().to(self.device)
         self.postprocess = postprocess
         self.meta = meta
-        self.transforms = eval_transforms(meta.size, meta.min_size, meta.max_size)
+        self.transforms = eval_transforms(meta.size, meta.min_size, meta.max_size, meta.resize)
 
     @property
     def class_names(self) -> list[str]:
@@ -126,7 +126,7 @@ class Predictor:
             and for GFL ``spread`` (D, 4) per-side std in pixels; sorted by score.
         """
         batch = self.preprocess(images)
-        cls_maps, box_maps = self.detector(batch["images"])
+        cls_maps, box_maps = self.detector(batch["images"], batch["image_sizes"])
         anchors = self.detector.level_anchors(cls_maps)
         dets = self.postprocess(cls_maps, box_maps, anchors, batch["image_sizes"])
         return scale_to_original(dets, batch["image_sizes"], batch["orig_sizes"])

@@ -9,6 +9,7 @@ state-dict file. Loading goes through torchvision's weights API, so a file place
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -99,7 +100,8 @@ def _load_weights(model: nn.Module, arch: str, weights: str | None) -> None:
 
 
 def resnet(
-    depth: int = 50, weights: str | None = None, frozen_bn: bool = True, freeze_stages: int = 1
+    depth: int = 50, weights: str | None = None, frozen_bn: bool = True, freeze_stages: int = 1,
+    bn_eps: float = 1e-5, stride_in_1x1: bool = False,
 ) -> Backbone:
     """torchvision ResNet-18/34/50/101 cut into stem + layer1..4; C3-C5 = layer2..4.
 
@@ -110,13 +112,25 @@ def resnet(
         freeze_stages: freeze the stem and the first ``freeze_stages - 1`` layers
             (0: everything trains; 1: the stem is frozen, torchvision's default of
             three trainable stages is ``freeze_stages=2``).
+        bn_eps: epsilon of every batch norm, added to the running variance. torchvision
+            sets 0.0 for its RetinaNet v1 COCO weights (``overwrite_eps``), which were
+            trained without one.
+        stride_in_1x1: the stride-2 blocks of layer2..4 stride in their first 1x1 conv
+            instead of the 3x3 (Caffe-style ResNets: MSRA's, mmdetection's
+            ``style='caffe'``, detectron2's ``STRIDE_IN_1X1``); depth 50 and 101 only.
     """
     arch = f"resnet{depth}"
     if arch not in RESNETS:
         raise ValueError(f"resnet depth must be one of 18, 34, 50, 101, got {depth}")
-    norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+    if stride_in_1x1 and depth < 50:
+        raise ValueError(f"stride_in_1x1 needs bottleneck blocks (depth 50 or 101), got {depth}")
+    norm = partial(FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d, eps=bn_eps)
     net = getattr(torchvision.models, arch)(weights=None, norm_layer=norm)
     _load_weights(net, arch, weights)
+    if stride_in_1x1:
+        for layer in (net.layer2, net.layer3, net.layer4):
+            first = layer[0]  # (1x1, stride 1) + (3x3, stride 2) -> (1x1, stride 2) + (3x3, 1)
+            first.conv1.stride, first.conv2.stride = first.conv2.stride, (1, 1)
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
     stages = [stem, net.layer1, net.layer2, net.layer3, net.layer4]
     width = 512 if depth < 50 else 2048

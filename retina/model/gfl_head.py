@@ -27,6 +27,7 @@ class GFLHead(nn.Module):
         group_norm: GroupNorm(32) after each subnet conv.
         prior_prob: initial score of every location and class.
         reg_max: R; each side is a distribution over the R+1 bins 0..R (in strides).
+        conv_bias: a bias in the subnet convs (mmdetection's GroupNorm subnets have none).
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class GFLHead(nn.Module):
         group_norm: bool = True,
         prior_prob: float = 0.01,
         reg_max: int = 16,
+        conv_bias: bool = True,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -53,8 +55,8 @@ class GFLHead(nn.Module):
         self.num_anchors = num_anchors
         self.reg_max = reg_max
         self.box_dim = 4 * (reg_max + 1)
-        self.cls_subnet = subnet(in_channels, channels, num_convs, group_norm)
-        self.box_subnet = subnet(in_channels, channels, num_convs, group_norm)
+        self.cls_subnet = subnet(in_channels, channels, num_convs, group_norm, conv_bias)
+        self.box_subnet = subnet(in_channels, channels, num_convs, group_norm, conv_bias)
         self.cls_pred = nn.Conv2d(channels, num_classes, 3, padding=1)
         self.box_pred = nn.Conv2d(channels, self.box_dim, 3, padding=1)
         self.scales = nn.Parameter(torch.ones(num_levels))  # (L,) one per level

@@ -13,11 +13,14 @@ import math
 from torch import Tensor, nn
 
 
-def subnet(in_channels: int, channels: int, num_convs: int, group_norm: bool) -> nn.Sequential:
-    """num_convs x (conv3x3 + [GroupNorm(32)] + ReLU)."""
+def subnet(
+    in_channels: int, channels: int, num_convs: int, group_norm: bool, bias: bool = True
+) -> nn.Sequential:
+    """num_convs x (conv3x3 [with bias] + [GroupNorm(32)] + ReLU)."""
     layers: list[nn.Module] = []
     for i in range(num_convs):
-        layers.append(nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1))
+        in_ch = in_channels if i == 0 else channels
+        layers.append(nn.Conv2d(in_ch, channels, 3, padding=1, bias=bias))
         if group_norm:
             layers.append(nn.GroupNorm(32, channels))
         layers.append(nn.ReLU(inplace=True))
@@ -41,7 +44,8 @@ def init_convs(module: nn.Module, std: float = 0.01) -> None:
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.normal_(m.weight, std=std)
-            nn.init.constant_(m.bias, 0.0)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0.0)
 
 
 class RetinaHead(nn.Module):
@@ -59,6 +63,8 @@ class RetinaHead(nn.Module):
             or of every anchor over all classes (softmax, see :func:`background_bias`).
         background_class: K+1 class channels per anchor, channel 0 the background of a
             softmax (softmax focal loss, OHEM); detections read :func:`foreground_logits`.
+        conv_bias: a bias in the subnet convs (torchvision's v2 head has none before its
+            GroupNorm).
     """
 
     box_dim = 4
@@ -74,6 +80,7 @@ class RetinaHead(nn.Module):
         group_norm: bool = False,
         prior_prob: float = 0.01,
         background_class: bool = False,
+        conv_bias: bool = True,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -82,8 +89,8 @@ class RetinaHead(nn.Module):
         self.num_anchors = num_anchors
         self.background_class = background_class
         self.cls_channels = num_classes + 1 if background_class else num_classes
-        self.cls_subnet = subnet(in_channels, channels, num_convs, group_norm)
-        self.box_subnet = subnet(in_channels, channels, num_convs, group_norm)
+        self.cls_subnet = subnet(in_channels, channels, num_convs, group_norm, conv_bias)
+        self.box_subnet = subnet(in_channels, channels, num_convs, group_norm, conv_bias)
         self.cls_pred = nn.Conv2d(channels, num_anchors * self.cls_channels, 3, padding=1)
         self.box_pred = nn.Conv2d(channels, num_anchors * self.box_dim, 3, padding=1)
         init_convs(self)

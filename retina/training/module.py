@@ -17,6 +17,7 @@ from retina.model.detector import Detector
 from retina.ops.levels import flatten_levels, foreground_logits, scale_to_original
 from retina.ops.postprocess import Postprocess
 from retina.training.coco_eval import per_class_metrics, run_cocoeval, summarize, to_coco_results
+from retina.training.init_from import init_detector
 from retina.training.nonfinite import NonFiniteGuard
 
 Batch = dict[str, Tensor]  # see retina.data.collate
@@ -172,6 +173,9 @@ class DetectionModule(CocoDetectionTask):
         class_names: name of each contiguous label (stored in checkpoints).
         cat_ids: dataset category id of each label (stored in checkpoints).
         run_config: the resolved run config as JSON (stored in checkpoints to rebuild the model).
+        init_from: a retina ``.ckpt`` or ``.safetensors`` file whose Detector weights replace
+            the initial ones, checked strictly but for a class predictor of another number
+            of classes, which keeps its prior (see :mod:`retina.training.init_from`).
     """
 
     def __init__(
@@ -186,11 +190,14 @@ class DetectionModule(CocoDetectionTask):
         class_names: list[str] | None = None,
         cat_ids: list[int] | None = None,
         run_config: str | None = None,
+        init_from: str | None = None,
     ) -> None:
         num_classes = detector.head.num_classes
         cat_ids = list(cat_ids or range(1, num_classes + 1))
         super().__init__(optimizer, scheduler, no_decay_norm_bias, cat_ids)
         self.detector = detector
+        if init_from:
+            init_detector(detector, init_from, run_config)
         self.criterion = criterion(coder=coder)
         self.postprocess = postprocess(coder=coder)
         needs_bg = self.criterion.background_class
@@ -206,11 +213,13 @@ class DetectionModule(CocoDetectionTask):
             {"class_names": self.class_names, "cat_ids": self.cat_ids, "run_config": run_config}
         )
 
-    def forward(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        return self.detector(images)
+    def forward(
+        self, images: Tensor, image_sizes: Tensor | None = None
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        return self.detector(images, image_sizes)
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
-        cls_maps, box_maps = self.detector(batch["images"])
+        cls_maps, box_maps = self.detector(batch["images"], batch["image_sizes"])
         level_anchors = self.detector.level_anchors(cls_maps)
         anchors = torch.cat(level_anchors)  # (N, 4)
         a = self.detector.anchors.num_anchors
@@ -222,7 +231,7 @@ class DetectionModule(CocoDetectionTask):
     @torch.no_grad()
     def predict_batch(self, batch: Batch) -> list[dict[str, Tensor]]:
         """Detections in original image pixels for a collated batch."""
-        cls_maps, box_maps = self.detector(batch["images"])
+        cls_maps, box_maps = self.detector(batch["images"], batch["image_sizes"])
         if self.criterion.background_class:
             cls_maps = foreground_logits(cls_maps, self.num_classes)
         anchors = self.detector.level_anchors(cls_maps)

@@ -106,6 +106,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def eval_data(given: DictConfig | None, trained: DictConfig) -> DictConfig:
+    """The data ``retina.eval`` validates on: a whole data config (``data=coco ...``) replaces
+    the checkpoint's; bare keys (``+data.root=DIR``) change the checkpoint's own, whose input
+    size, resize and padding stay."""
+    if not given:
+        return trained
+    return given if "_target_" in given else OmegaConf.merge(trained, given)
+
+
 def evaluate_checkpoint(
     ckpt_path: str | Path, data: DictConfig | None = None, accelerator: str = "auto"
 ):
@@ -113,7 +122,8 @@ def evaluate_checkpoint(
 
     Args:
         ckpt_path: a checkpoint of ``retina.train``.
-        data: a ``data`` config to validate on (None: the data the checkpoint was trained on).
+        data: a ``data`` config to validate on (None: the data the checkpoint was trained on;
+            see :func:`eval_data`).
         accelerator: Lightning's accelerator name.
 
     Returns:
@@ -122,7 +132,7 @@ def evaluate_checkpoint(
         up for validation, and :func:`val_metrics`.
     """
     ckpt = load_checkpoint(ckpt_path)
-    datamodule = instantiate(data if data else run_config(ckpt).data)
+    datamodule = instantiate(eval_data(data, run_config(ckpt).data))
     datamodule.prepare_data()
     datamodule.setup("validate")
     module = module_from_checkpoint(ckpt)

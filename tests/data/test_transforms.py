@@ -79,3 +79,25 @@ def test_scale_jitter_range():
 def test_bad_resize_options_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         train_transforms(**kwargs)
+
+
+def test_rcnn_resize_is_torchvisions_detection_resize():
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    # 300 x 451 (H x W): s = min(320 / 300, 400 / 451) = 0.88692, sides floor(266.08) = 266
+    # and floor(400.0) = 400 (the antialiased resize gives that size too, other pixels)
+    image, target = _box_sample([[20.0, 10.0, 60.0, 30.0]], h=300, w=451)
+    out, out_target = eval_transforms(min_size=320, max_size=400, resize="rcnn")(image, target)
+    assert out.shape == (3, 266, 400) and out.dtype == torch.float32
+    tv = GeneralizedRCNNTransform(320, 400, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]).eval()
+    boxes = torch.tensor([[20.0, 10, 60, 30]])
+    theirs, tv_targets = tv([image.float() / 255], [{"boxes": boxes, "labels": torch.ones(1)}])
+    assert theirs.image_sizes == [(266, 400)]
+    torch.testing.assert_close(out, theirs.tensors[0, :, :266, :400], rtol=0, atol=1e-6)
+    torch.testing.assert_close(out_target["boxes"].as_subclass(torch.Tensor), tv_targets[0]["boxes"])
+    antialiased, _ = eval_transforms(min_size=320, max_size=400)(image, target)
+    assert antialiased.shape == out.shape and (antialiased - out).abs().max() > 0.01
+    with pytest.raises(ValueError, match="min_size and max_size"):
+        eval_transforms(size=320, resize="rcnn")
+    with pytest.raises(ValueError, match="resize must be one of"):
+        eval_transforms(min_size=320, max_size=400, resize="cv2")

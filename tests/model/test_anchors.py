@@ -56,3 +56,38 @@ def test_cached_per_size():
     shapes = [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
     assert gen(shapes)[0] is gen(shapes)[0]
     assert gen([(16, 16), *shapes[1:]])[0].shape[0] == 16 * 16 * 9
+
+
+def test_integer_cells_hand_computed():
+    # size 32, scale 2^(1/3): side int(40.32) = 40; ratio 0.5 (h / w): w = 40 / sqrt(0.5) =
+    # 56.57, h = 40 * sqrt(0.5) = 28.28 -> corners +-28.28, +-14.14 -> rounded +-28, +-14
+    gen = AnchorGenerator(levels=(3,), ratios=(0.5,), integer_cells=True)
+    cell = gen.cell(32.0)
+    torch.testing.assert_close(cell[1], torch.tensor([-28.0, -14, 28, 14]))
+    # scale 2^(2/3): side int(50.80) = 50: w = 70.71, h = 35.36 -> +-35.36, +-17.68 -> 35, 18
+    torch.testing.assert_close(cell[2], torch.tensor([-35.0, -18, 35, 18]))
+    assert not torch.equal(AnchorGenerator(levels=(3,), ratios=(0.5,)).cell(32.0), cell)
+
+
+def test_strides_from_input_hand_computed():
+    # a 320 x 224 input (W x H): P3 28 x 40 ... P7 2 x 3; P7 steps 224 // 2 = 112, 320 // 3 = 106
+    shapes = [(28, 40), (14, 20), (7, 10), (4, 5), (2, 3)]
+    gen = AnchorGenerator(strides_from_input=True)
+    assert gen.steps(shapes) == [(8, 8), (16, 16), (32, 32), (56, 64), (112, 106)]
+    assert AnchorGenerator().steps(shapes) == [(s, s) for s in (8, 16, 32, 64, 128)]
+    p7 = gen(shapes)[4].view(2, 3, 9, 4)  # (H, W, A, 4)
+    centres = (p7[..., :2] + p7[..., 2:]) / 2  # (H, W, A, 2) x, y
+    torch.testing.assert_close(centres[1, 2, 0], torch.tensor([2 * 106.0, 112.0]))
+
+
+def test_torchvision_retinanet_anchors_exactly():
+    """With both options the anchors are torchvision RetinaNet's, also where the input is
+    not a multiple of 128 (P6 and P7 then step by input // map size)."""
+    from torchvision.models.detection.retinanet import _default_anchorgen
+
+    gen = AnchorGenerator(integer_cells=True, strides_from_input=True)
+    for h, w in ((224, 320), (800, 1216), (512, 512)):
+        shapes = [(-(-h // 2**lv), -(-w // 2**lv)) for lv in range(3, 8)]  # ceil, as the convs
+        feats = [torch.zeros(1, 1, *s) for s in shapes]
+        (theirs,) = _default_anchorgen()(ImageList(torch.zeros(1, 3, h, w), [(h, w)]), feats)
+        assert torch.equal(torch.cat(gen(shapes)), theirs), (h, w)

@@ -3,6 +3,7 @@
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 
 from retina.losses.retinanet import RetinaNetCriterion
 from retina.model.anchors import AnchorGenerator
@@ -66,3 +67,33 @@ def test_p6p7_from_p5_or_c5():
         det = Detector(resnet(18), partial(RetinaHead, 2), AnchorGenerator(), p6p7_from=src)
         assert det.fpn.extra_blocks.p6.in_channels == (512 if src == "c5" else 256)
         assert det.fpn.extra_blocks.use_P5 == (src == "p5")
+
+
+def test_p7_without_relu():
+    torch.manual_seed(0)
+    det = Detector(resnet(18), partial(RetinaHead, 2), AnchorGenerator(), p7_relu=False)
+    c5, p5 = torch.randn(1, 512, 4, 4), torch.randn(1, 256, 4, 4)
+    extra = det.fpn.extra_blocks
+    p, _ = extra([p5], [c5], ["p5"])
+    p6 = F.conv2d(c5, extra.p6.weight, extra.p6.bias, stride=2, padding=1)
+    p7 = F.conv2d(p6, extra.p7.weight, extra.p7.bias, stride=2, padding=1)  # no relu(p6)
+    torch.testing.assert_close(p[1], p6)
+    torch.testing.assert_close(p[2], p7)
+    assert (p6 < 0).any()  # the ReLU would have changed P7
+
+
+def test_padding_zero_after_normalisation():
+    torch.manual_seed(0)
+    det = Detector(resnet(18), partial(RetinaHead, 2), AnchorGenerator(), pad_after_norm=True)
+    sizes = torch.tensor([[50, 64], [64, 35]])
+    images = torch.zeros(2, 3, 64, 64)
+    mean_filled = det.pixel_mean.expand(2, 3, 64, 64).clone()  # normalises to exactly 0
+    for i, (h, w) in enumerate(sizes.tolist()):
+        images[i, :, :h, :w] = mean_filled[i, :, :h, :w] = torch.rand(3, h, w)
+    with torch.no_grad():
+        ours = det(images, sizes)
+        oracle = det(mean_filled)  # no sizes: nothing masked
+        plain = det(images)
+    for a, b in zip(ours[0] + ours[1], oracle[0] + oracle[1]):
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(plain[0][0], ours[0][0])  # zero pixels are not zero features

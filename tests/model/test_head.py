@@ -18,3 +18,17 @@ def test_softmax_head_starts_at_background_probability_1_minus_pi():
     cls, _ = head([torch.randn(2, 32, 8, 8)])
     bg = cls[0].view(2, a, k + 1, 8, 8).softmax(dim=2)[:, :, 0]
     assert (bg.mean() - (1 - pi)).abs() < 1e-3
+
+
+def test_subnet_convs_without_bias():
+    head = RetinaHead(3, group_norm=True, conv_bias=False)
+    convs = [m for m in head.cls_subnet.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 4 and all(c.bias is None for c in convs)
+    # with a zero bias the same weights compute the same outputs
+    with_bias = RetinaHead(3, group_norm=True)
+    missing, unexpected = with_bias.load_state_dict(head.state_dict(), strict=False)
+    assert sorted(missing) == sorted(f"{s}.{i}.bias" for s in ("cls_subnet", "box_subnet")
+                                     for i in (0, 3, 6, 9)) and not unexpected
+    feats = [torch.randn(2, 256, 8, 8)]
+    for a, b in zip(head(feats), with_bias(feats)):
+        torch.testing.assert_close(a, b)

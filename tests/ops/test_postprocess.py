@@ -140,3 +140,34 @@ def test_postprocess_gathers_spread_like_the_boxes():
         AnchorGenerator()(shapes), torch.tensor([[32, 32]]),
     )
     assert set(retina[0]) == {"boxes", "scores", "labels"}
+
+
+class CornersCoder:
+    """The box outputs are the boxes themselves (x1y1x2y2): places boxes exactly."""
+
+    def decode(self, box_reg, anchors):
+        return box_reg
+
+
+def test_float64_nms_keeps_the_class_offsets_exact():
+    # boxes A and B of class 90 of 91, A = [1200, 1200, 1300, 1300], B = A shifted right by
+    # x = 100 (1 - I) / (1 + I) for I = 0.5 + 1e-5 (IoU (100 - x) / (100 + x) = I): B goes.
+    # nms_rank shifts class 90 by 90 x 1334 = 120060 px, where float32 steps 2^-7 px: the
+    # IoU seen there falls under 0.5 and B stays. A class-0 box makes the largest
+    # coordinate 1333.
+    iou = 0.5 + 1e-5
+    x = 100 * (1 - iou) / (1 + iou)
+    boxes = torch.tensor([[1200, 1200, 1300, 1300], [1200 + x, 1200, 1300 + x, 1300],
+                          [1233, 1233, 1333, 1333]])  # (3, 4), one per position
+    box_map = boxes.T.reshape(1, 4, 1, 3)  # (B, A*4, H, W), one anchor per position
+    cls_map = torch.full((1, 91, 1, 3), -10.0)
+    cls_map[0, 90, 0, :2] = torch.tensor([2.0, 1.0])
+    cls_map[0, 0, 0, 2] = 1.0
+    anchors = [torch.zeros(3, 4)]
+    sizes = torch.tensor([[1334, 1334]])
+    exact = nms(boxes[:2].double(), torch.tensor([2.0, 1.0], dtype=torch.float64), 0.5)
+    assert exact.tolist() == [0]
+    (dets,) = Postprocess(CornersCoder(), float64_nms=True)([cls_map], [box_map], anchors, sizes)
+    assert dets["labels"].tolist() == [90, 0]
+    (rounded,) = Postprocess(CornersCoder())([cls_map], [box_map], anchors, sizes)
+    assert rounded["labels"].tolist() == [90, 90, 0]  # float32: B survives

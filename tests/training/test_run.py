@@ -52,3 +52,17 @@ def test_resume_paths_that_do_not_exist_are_named(tmp_path):
         os.utime(path, (1000 + i, 1000 + i))
     assert resolve_ckpt("last", str(tmp_path), "train") == str(newer)
     assert resolve_ckpt(None, str(tmp_path), "train") is None
+
+
+def test_eval_data_replaces_or_changes_the_checkpoints_own():
+    from omegaconf import OmegaConf
+
+    from retina.training.run import eval_data
+
+    trained = OmegaConf.create({"_target_": "D", "root": None, "min_size": 320, "resize": "rcnn"})
+    assert eval_data(None, trained) is trained
+    whole = OmegaConf.create({"_target_": "E", "root": "/coco"})
+    assert eval_data(whole, trained) is whole  # data=coco data.root=...: the data config given
+    changed = eval_data(OmegaConf.create({"root": "/coco"}), trained)  # +data.root=...
+    assert OmegaConf.to_container(changed) == {"_target_": "D", "root": "/coco", "min_size": 320,
+                                               "resize": "rcnn"}
