@@ -36,7 +36,7 @@ train: data
 	$(BIN)/python -m retina.train $(ARGS)
 
 test: data
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
 
 test-quick: data
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
