@@ -40,3 +40,11 @@ def test_load_module_predicts_like_training_and_distributions_explain_the_spread
     assert "Average Precision  (AP) @[ IoU=0.50:0.95" in table
     for key in ("val/mAP", "val/mAP_50", "val/AR_100"):  # the rebuilt module is the trained one
         assert metrics[key] == pytest.approx(trained_gfl.metrics[key], abs=1e-6), key
+
+
+def test_validate_of_a_rebuilt_retinanet_gives_its_training_numbers(trained_retinanet):
+    module, dm = load_module(trained_retinanet.ckpt)
+    metrics, _ = validate(module, dm)
+    assert metrics["val/AR_100"] > 0  # boxes near the anchors: numbers that can differ
+    for key in ("val/mAP", "val/mAP_50", "val/AR_100"):
+        assert metrics[key] == pytest.approx(trained_retinanet.metrics[key], abs=1e-6), key
