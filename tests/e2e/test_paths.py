@@ -51,7 +51,7 @@ def test_eval_on_other_data_in_the_coco_layout(trained_retinanet, tiny_cfg, tmp_
                                 "data.max_size=null", "data.num_workers=0",
                                 # padded as in training (NEON: 32; data=coco's default is 128,
                                 # and more zero padding changes the coarse levels' outputs)
-                                "+data.size_divisible=32", name="eval"))
+                                "data.size_divisible=32", name="eval"))
     # the same numbers through the predictor and pycocotools directly
     predictor = from_checkpoint(trained_retinanet.ckpt)
     gt = load_coco(ann)
