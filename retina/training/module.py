@@ -78,6 +78,7 @@ class CocoDetectionTask(L.LightningModule):
         self._image_ids: list[int] = []
         self._coco_gt: COCO | None = None
         self.last_coco_table = ""
+        self.validated_step = -1  # global step of the last validation (sanity checks aside)
         self.last_results: list[dict] = []
         self.last_image_ids: list[int] = []
         self.last_class_ap: dict[str, float] = {}
@@ -127,6 +128,8 @@ class CocoDetectionTask(L.LightningModule):
                 results += [r for r in res if r["image_id"] in new]
                 image_ids += sorted(new)
                 seen |= new
+        if not self.trainer.sanity_checking:
+            self.validated_step = self.trainer.global_step
         coco_gt = self.coco_gt()
         ev = run_cocoeval(coco_gt, results, image_ids)
         metrics, self.last_coco_table = summarize(ev)

@@ -74,6 +74,19 @@ def val_metrics(trainer: L.Trainer, module) -> dict[str, float]:
     return metrics | {f"val/AP/{name}": ap for name, ap in module.last_class_ap.items()}
 
 
+def run_extent(trainer: L.Trainer) -> dict:
+    """How far a finished fit got: ``epoch`` and ``global_step`` done, ``epochs_planned``
+    (max_epochs; -1 or None: none) and ``stopped_early``: fewer epochs than planned (or, with
+    no epoch limit, fewer steps than max_steps), whatever limit stopped it."""
+    planned = trainer.max_epochs
+    if planned is not None and planned >= 0:
+        early = trainer.current_epoch < planned
+    else:
+        early = 0 < trainer.max_steps and trainer.global_step < trainer.max_steps
+    return {"epoch": trainer.current_epoch, "global_step": trainer.global_step,
+            "epochs_planned": planned, "stopped_early": early}
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, validate, write ``metrics.json`` into the run directory and return the metrics."""
     if cfg.get("seed") is not None:
@@ -87,10 +100,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
                                      plugins=with_atomic_checkpoint_io(plugins))
     ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    if module.validated_step != trainer.global_step and not trainer.interrupted:
+        # stopped between validations (max_steps, max_time, an interval that does not divide
+        # the epochs): the numbers are those of the weights the run ends with and saves
+        log.info("validating the final weights (step %d; last validation: step %d)",
+                 trainer.global_step, module.validated_step)
+        trainer.validate(module, datamodule=datamodule, verbose=False)
 
-    metrics = val_metrics(trainer, module)
-    metrics["epoch"] = trainer.current_epoch
-    metrics["global_step"] = trainer.global_step
+    metrics = val_metrics(trainer, module) | run_extent(trainer)
+    if metrics["stopped_early"]:
+        log.warning("STOPPED EARLY: %d of %d planned epochs (step %d): a limit (max_steps, "
+                    "max_time, ...) ended the run; its numbers are not those of the full recipe",
+                    trainer.current_epoch, trainer.max_epochs, trainer.global_step)
     if not trainer.is_global_zero:  # under DDP one process writes the files
         return metrics
     out = Path(cfg.paths.output_dir)

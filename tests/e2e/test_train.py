@@ -34,6 +34,7 @@ def test_resume_and_eval_reproduce_training(tiny_cfg, tmp_path, monkeypatch):
     # some match trees, so the numbers compared below are not 0 == 0
     recipe = ("experiment=neon_retinanet", *TRAINED)
     first = train(tiny_cfg(*recipe))
+    assert first["stopped_early"] is False and first["epochs_planned"] == first["epoch"] == 1
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     saved = load_checkpoint(str(ckpt))
     assert saved["global_step"] == first["global_step"] == 2
@@ -99,3 +100,19 @@ def test_command_line_train_then_eval(tmp_path):
     (eval_dir,) = (tmp_path / "eval").iterdir()  # the run directory is the report's folder
     assert json.loads((eval_dir / "metrics.json").read_text())["mAP"] == pytest.approx(
         metrics["val/mAP"], abs=1e-12)
+
+
+def test_a_run_cut_by_max_steps_validates_the_weights_it_saves_and_says_so(tiny_cfg, tmp_path):
+    # neon_retinanet plans 40 epochs of 20 steps, validating every 5: 3 steps end it before
+    # any validation, and the numbers are still those of the weights it ends with
+    metrics = train(tiny_cfg("experiment=neon_retinanet", "trainer.max_steps=3",
+                             "data.size=160", "model.postprocess.score_thresh=0.005"))
+    assert metrics["stopped_early"] is True and metrics["epochs_planned"] == 40
+    assert (metrics["epoch"], metrics["global_step"]) == (1, 3)  # Lightning counts the cut epoch
+    assert metrics["val/AR_100"] > 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(ckpt)["global_step"] == 3
+    again = evaluate(tiny_cfg(f"ckpt_path={ckpt}", "accelerator=cpu", name="eval"))
+    for key in ("val/mAP", "val/mAP_50", "val/AR_100"):
+        assert again[key] == pytest.approx(metrics[key], abs=1e-9), key
