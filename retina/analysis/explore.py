@@ -26,6 +26,7 @@ from retina.ops.postprocess import Postprocess
 from retina.training.checkpoint import load_checkpoint, module_from_checkpoint, run_config
 from retina.training.config import ROOT, compose_run
 from retina.training.module import DetectionModule
+from retina.training.run import build, train, validate_module
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,6 @@ def train_quickstart(out_dir: str | Path = NOTEBOOK_DIR / "quickstart",
     """Train the default recipe (``conf/train.yaml``, experiment ``neon_gfl``) briefly into
     ``out_dir``; its ``checkpoints/best.ckpt``, or ``last.ckpt`` when ``max_time`` ended the
     run before its validation."""
-    from retina.training.run import train
-
     out_dir = Path(out_dir)
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # else Lightning writes best-v1
     cfg = compose_run(list(overrides), out_dir)
@@ -143,8 +142,6 @@ def load_module(ckpt_path: str | Path, num_workers: int = 0):
 def build_module(experiment: str, overrides: tuple[str, ...] = ()):
     """An untrained module and its set-up datamodule from the real config
     (``experiment=<experiment>`` plus ``overrides``), as ``retina.train`` builds them."""
-    from retina.training.run import build
-
     cfg = compose_run([f"experiment={experiment}", "data.num_workers=0", *overrides],
                       NOTEBOOK_DIR / "build")
     return build(cfg)[::-1]  # (module, datamodule)
@@ -187,12 +184,7 @@ def predict_val(module: DetectionModule, datamodule, indices: list[int]) -> list
 
 def validate(module: DetectionModule, datamodule) -> tuple[dict[str, float], str]:
     """Validate on CPU as training does: ``val/*`` metrics and pycocotools' summary table."""
-    import lightning as L
-
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, enable_progress_bar=False)
-    trainer.validate(module, datamodule=datamodule, verbose=False)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    metrics = validate_module(module, datamodule, accelerator="cpu", progress=False)
     return metrics, module.last_coco_table
 
 

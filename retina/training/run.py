@@ -157,12 +157,17 @@ def evaluate_checkpoint(
     datamodule.prepare_data()
     datamodule.setup("validate")
     module = module_from_checkpoint(ckpt)
-    trainer = L.Trainer(
-        accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-        enable_model_summary=False,
-    )
+    return module, datamodule, validate_module(module, datamodule, accelerator)
+
+
+def validate_module(module, datamodule, accelerator: str = "auto", progress: bool = True,
+                    ) -> dict[str, float]:
+    """Validate a module on one device, outside of a training run; :func:`val_metrics`."""
+    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False,
+                        enable_checkpointing=False, enable_model_summary=False,
+                        enable_progress_bar=progress)
     trainer.validate(module, datamodule=datamodule, verbose=False)
-    return module, datamodule, val_metrics(trainer, module)
+    return val_metrics(trainer, module)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
