@@ -25,7 +25,24 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
     raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
 
 
-class _FocalLoss(torch.autograd.Function):
+class _KeptGradient(torch.autograd.Function):
+    """Base of the losses below: ``forward`` computes the loss and its gradient with respect to
+    the logits (its first input) and keeps that gradient (:meth:`keep`), so that ``backward``
+    is a single multiply."""
+
+    @staticmethod
+    def keep(ctx, grad: Tensor, logits: Tensor, num_inputs: int) -> None:
+        ctx.save_for_backward(grad)
+        ctx.in_dtype = logits.dtype
+        ctx.num_inputs = num_inputs
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        (grad,) = ctx.saved_tensors
+        return ((grad * grad_out).to(ctx.in_dtype),) + (None,) * (ctx.num_inputs - 1)
+
+
+class _FocalLoss(_KeptGradient):
     """Elementwise focal loss with an analytic gradient.
 
     With p = sigmoid(x), q = 1 - p_t = p + t - 2 p t and ce = BCE(x, t):
@@ -33,8 +50,7 @@ class _FocalLoss(torch.autograd.Function):
         FL = a_t q^g ce
         dFL/dx = a_t [g q^(g-1) (1 - 2t) p (1 - p) ce + q^g (p - t)]
 
-    The gradient is computed in the forward pass and kept (one tensor), so the
-    backward pass is a single multiply.
+    The gradient is computed in the forward pass and kept (:class:`_KeptGradient`).
     """
 
     @staticmethod
@@ -54,14 +70,8 @@ class _FocalLoss(torch.autograd.Function):
             a_t = (1 - alpha) + (2 * alpha - 1) * t
             loss = loss * a_t
             grad = grad * a_t
-        ctx.save_for_backward(grad)
-        ctx.in_dtype = logits.dtype
+        _KeptGradient.keep(ctx, grad, logits, num_inputs=4)
         return loss
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        (grad,) = ctx.saved_tensors
-        return (grad * grad_out).to(ctx.in_dtype), None, None, None
 
 
 def sigmoid_focal_loss(
@@ -89,7 +99,7 @@ def sigmoid_focal_loss(
     return _reduce(_FocalLoss.apply(logits, targets, alpha, gamma), reduction)
 
 
-class _SparseFocalLoss(torch.autograd.Function):
+class _SparseFocalLoss(_KeptGradient):
     """Summed focal loss for one-hot targets given as class indices.
 
     Every valid entry is first treated as a negative; only the N_fg foreground
@@ -125,14 +135,8 @@ class _SparseFocalLoss(torch.autograd.Function):
         total = total + (pos_w * loss_pos - neg_w * loss_neg[rows, cols]).sum()
         grad.mul_(neg_w * valid[:, None])
         grad[rows, cols] = pos_w * grad_pos
-        ctx.save_for_backward(grad)
-        ctx.in_dtype = logits.dtype
+        _KeptGradient.keep(ctx, grad, logits, num_inputs=5)
         return total
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        (grad,) = ctx.saved_tensors
-        return (grad * grad_out).to(ctx.in_dtype), None, None, None, None
 
 
 def focal_loss_from_labels(
