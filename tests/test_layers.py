@@ -75,3 +75,13 @@ def test_every_folder_is_a_package():
     # setuptools' find (pyproject.toml) ships only folders with an __init__.py
     folders = {p.parent for p in modules()} - {PACKAGE}
     assert not [f.name for f in folders if not (f / "__init__.py").is_file()]
+
+
+def test_no_module_sets_matplotlibs_backend():
+    # a notebook's inline backend must survive `import retina...`: files are drawn with
+    # matplotlib.figure.Figure, which needs no backend (matplotlib.use would switch it)
+    calls = [f"{p.relative_to(PACKAGE)}:{node.lineno}" for p in modules()
+             for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.Attribute) and node.attr == "use"
+             and isinstance(node.value, ast.Name) and node.value.id == "matplotlib"]
+    assert not calls

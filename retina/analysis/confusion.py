@@ -15,13 +15,10 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from pycocotools import mask as mask_utils  # noqa: E402
-from pycocotools.coco import COCO  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure  # off-screen: no pyplot, no global backend
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
 
 BACKGROUND = "background"
 
@@ -102,7 +99,8 @@ def plot_confusion(
 ) -> Path:
     """Row-normalised colours with the counts written in (for up to 30 classes)."""
     n = len(names)
-    fig, ax = plt.subplots(figsize=(2.5 + 0.45 * n, 2 + 0.4 * n))
+    fig = Figure(figsize=(2.5 + 0.45 * n, 2 + 0.4 * n))
+    ax = fig.subplots()
     image = ax.imshow(normalised(matrix), cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class (row)")
     ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=7)
@@ -117,5 +115,4 @@ def plot_confusion(
                         color="white" if share[i, j] > 0.5 else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)

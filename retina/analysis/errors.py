@@ -26,17 +26,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # off-screen: no pyplot, no global backend
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from pycocotools import mask as mask_utils  # noqa: E402
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
-
-from retina.analysis.matching import Matching, match  # noqa: E402
-from retina.training.coco_eval import mean_valid, precision_at, run_cocoeval  # noqa: E402
+from retina.analysis.matching import Matching, match
+from retina.training.coco_eval import mean_valid, precision_at, run_cocoeval
 
 FOREGROUND_IOU = 0.5
 ERROR_TYPES = ("classification", "localisation", "both", "duplicate", "background", "missed")
@@ -225,7 +222,8 @@ def plot_errors(result: dict, path: str | Path) -> Path:
     """A bar per error type: the mAP_50 it costs, with its count."""
     kinds = list(ERROR_TYPES)[::-1]  # top to bottom in ERROR_TYPES order
     gains = [result["types"][k]["mAP_50_gain"] or 0.0 for k in kinds]
-    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    fig = Figure(figsize=(6.5, 3.2))
+    ax = fig.subplots()
     bars = ax.barh(kinds, gains, color="tab:red")
     for bar, kind in zip(bars, kinds):
         v = result["types"][kind]
@@ -239,5 +237,4 @@ def plot_errors(result: dict, path: str | Path) -> Path:
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # off-screen: no pyplot, no global backend
+from pycocotools.cocoeval import COCOeval
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
-
-from retina.analysis.per_class import gt_counts  # noqa: E402
-from retina.training.coco_eval import iou_index  # noqa: E402
+from retina.analysis.per_class import gt_counts
+from retina.training.coco_eval import iou_index
 
 
 def curves(ev: COCOeval, iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -59,7 +56,8 @@ def plot_pr_curves(
     with_gt = sorted((c for c in ev.params.catIds if gt_count[c]), key=lambda c: -gt_count[c])
     shown = with_gt[:max_classes]
     note = f" ({len(shown)} of {len(with_gt)} classes)" if len(shown) < len(with_gt) else ""
-    fig, axes = plt.subplots(1, len(ious), figsize=(5.5 * len(ious), 4.5), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(ious), 4.5))
+    axes = fig.subplots(1, len(ious), squeeze=False)
     for ax, iou in zip(axes[0], ious):
         recall, precision, _ = curves(ev, iou)
         best = best_f1(ev, iou)
@@ -84,5 +82,4 @@ def plot_pr_curves(
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)

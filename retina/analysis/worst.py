@@ -12,17 +12,14 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure  # off-screen: no pyplot, no global backend
+from pycocotools.cocoeval import COCOeval
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
-
-from retina.analysis.matching import Matching  # noqa: E402
-from retina.analysis.viz import draw_boxes, show_boxes  # noqa: E402
-from retina.data.coco import read_rgb  # noqa: E402
-from retina.training.coco_eval import coco_boxes  # noqa: E402
+from retina.analysis.matching import Matching
+from retina.analysis.viz import draw_boxes, show_boxes
+from retina.data.coco import read_rgb
+from retina.training.coco_eval import coco_boxes
 
 COLUMNS = ("image_id", "file_name", "num_gt", "num_det", "missed", "false")
 
@@ -76,7 +73,8 @@ def draw_image(ev: COCOeval, row: dict, images_dir: str | Path, path: str | Path
     gt_anns, dt_anns, cats = ev.cocoGt.anns, ev.cocoDt.anns, ev.cocoGt.cats
     image = read_rgb(Path(images_dir) / row["file_name"])
     height, width = image.shape[-2:]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.8 + 5 * height / width))
+    fig = Figure(figsize=(10, 0.8 + 5 * height / width))
+    left, right = fig.subplots(1, 2)
     missed, false = set(row["missed_ids"]), set(row["false_ids"])
     found = [gt_anns[g] for g in row["gt_ids"] if g not in missed]
     show_boxes(left, image, coco_boxes(found), "lime",
@@ -92,5 +90,4 @@ def draw_image(ev: COCOeval, row: dict, images_dir: str | Path, path: str | Path
     fig.suptitle(f"image {row['image_id']}: {row['file_name']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100, pil_kwargs={"quality": 85} if Path(path).suffix == ".jpg" else None)
-    plt.close(fig)
     return Path(path)

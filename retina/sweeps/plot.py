@@ -12,10 +12,8 @@ import math
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure  # off-screen: no pyplot, no global backend
 
 
 def as_number(text: str) -> float | None:
@@ -85,7 +83,6 @@ def plot_sweep(
     fig = draw[figure_kind(params)](params, values, metric)
     out = Path(out)
     fig.savefig(out, dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return out
 
 
@@ -114,8 +111,9 @@ def grid_values(
 def _heatmap(params: dict[str, list[str]], values: list[float | None], metric: str):
     x_key, y_key = params
     x_axis, y_axis, grid, tried = grid_values(params, values)
-    fig, ax = plt.subplots(figsize=(1.2 * len(x_axis) + 2.5, 0.8 * len(y_axis) + 1.8))
-    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")  # failed cells
+    fig = Figure(figsize=(1.2 * len(x_axis) + 2.5, 0.8 * len(y_axis) + 1.8))
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey")  # failed cells
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, origin="lower", aspect="auto")
     fig.colorbar(image, ax=ax, label=metric)
     finite = grid[np.isfinite(grid)]
@@ -135,7 +133,8 @@ def _heatmap(params: dict[str, list[str]], values: list[float | None], metric: s
 def _line(params: dict[str, list[str]], values: list[float | None], metric: str):
     ((key, xs),) = params.items()
     points = sorted(((as_number(x), v) for x, v in zip(xs, values)), key=lambda p: p[0])
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig = Figure(figsize=(5, 3.6))
+    ax = fig.subplots()
     ok = [(x, v) for x, v in points if v is not None]
     if ok:
         ax.plot(*zip(*ok), marker="o")
@@ -154,7 +153,8 @@ def _scatter(params: dict[str, list[str]], values: list[float | None], metric: s
     (x_key, xs), (y_key, ys) = params.items()
     x, y = np.array([as_number(v) for v in xs]), np.array([as_number(v) for v in ys])
     ok = np.array([v is not None for v in values])
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     if ok.any():
         dots = ax.scatter(x[ok], y[ok], c=[v for v in values if v is not None], cmap="viridis", s=60)
         fig.colorbar(dots, ax=ax, label=metric)
@@ -176,7 +176,8 @@ def _bars(params: dict[str, list[str]], values: list[float | None], metric: str)
         labels = [" ".join(f"{k}={short(vs[i])}" for k, vs in params.items()) or f"job {i}"
                   for i in range(n)]
         title = metric
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * n + 1.5), 3.8))
+    fig = Figure(figsize=(max(4.0, 0.9 * n + 1.5), 3.8))
+    ax = fig.subplots()
     heights = [v if v is not None else 0.0 for v in values]
     ax.bar(range(n), heights, color=["C0" if v is not None else "lightgrey" for v in values])
     for i, v in enumerate(values):

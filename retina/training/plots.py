@@ -5,10 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # off-screen: no pyplot, no global backend
 
 
 def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[int, float]]]:
@@ -26,7 +23,8 @@ def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[int, float]]]:
 def plot_training(csv_path: str | Path, out: str | Path) -> Path:
     """Training loss and validation mAP / mAP_50 against the step, in one figure."""
     series = read_metrics_csv(csv_path)
-    fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    ax_loss, ax_map = fig.subplots(1, 2)
     for key in ("train/loss", "train/loss_cls", "train/loss_box", "train/loss_dfl"):
         if key in series:
             steps, values = zip(*series[key])
@@ -42,5 +40,4 @@ def plot_training(csv_path: str | Path, out: str | Path) -> Path:
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
