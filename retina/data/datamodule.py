@@ -69,7 +69,8 @@ class DetectionDataModule(L.LightningDataModule):
         val_ann: COCO JSON of the validation split.
         val_images: Image folder of the validation split.
         batch_size: Training batch size.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes (None or 0: load in the calling process;
+            a training run chooses them, see `retina.training.cpu_budget`).
         size: Fixed square input side (see `retina.data.transforms`).
         min_size: Short side of the input.
         max_size: Cap of the long side of the input.
@@ -98,7 +99,7 @@ class DetectionDataModule(L.LightningDataModule):
         val_ann: str | Path | None = None,
         val_images: str | Path | None = None,
         batch_size: int = 4,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         size: int | None = None,
         min_size: int | None = None,
         max_size: int | None = None,
@@ -132,11 +133,11 @@ class DetectionDataModule(L.LightningDataModule):
         self.val_ann, self.val_images = Path(paths["val_ann"]), Path(paths["val_images"])
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
-        self.num_workers = num_workers
+        self.num_workers = num_workers or 0
         self.prepare = prepare
         self.skip_bad = skip_bad
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.persistent_workers = persistent_workers and self.num_workers > 0
         self.collate_fn = functools.partial(collate, size_divisible=size_divisible)
         self.train_tf = train_transforms(
             size, min_size, max_size, hflip, vflip, photometric, scale_jitter, rot90, resize

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import lightning as L
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from retina.training.atomic_io import with_atomic_checkpoint_io
 from retina.training.checkpoint import load_checkpoint, module_from_checkpoint, run_config
+from retina.training.cpu_budget import apply_cpu_budget
 from retina.training.nonfinite import NonFiniteGuard
 from retina.training.plots import plot_training
 
@@ -43,7 +46,11 @@ def run_config_json(cfg: DictConfig) -> str:
 
 def build(cfg: DictConfig):
     """Datamodule and LightningModule from a composed config: the head learns K from the
-    data and its background channel from the criterion."""
+    data and its background channel from the criterion; sets torch's CPU threads and the
+    loader workers (``threads``, ``data.num_workers``; null: :func:`cpu_budget`)."""
+    with open_dict(cfg):
+        cfg.data.num_workers = apply_cpu_budget(cfg.get("threads"), cfg.data.get("num_workers"),
+                                                cfg.trainer.get("accelerator"))
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -93,12 +100,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, module = build(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a bar then
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     plugins = cfg.trainer.get("plugins")
     plugins = instantiate(plugins, _convert_="all") if OmegaConf.is_config(plugins) else plugins
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      plugins=with_atomic_checkpoint_io(plugins))
     ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name)
+    start = time.monotonic()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     if module.validated_step != trainer.global_step and not trainer.interrupted:
         # stopped between validations (max_steps, max_time, an interval that does not divide
@@ -108,6 +118,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.validate(module, datamodule=datamodule, verbose=False)
 
     metrics = val_metrics(trainer, module) | run_extent(trainer)
+    metrics["train_seconds"] = round(time.monotonic() - start, 1)  # fit + final validation
     if metrics["stopped_early"]:
         log.warning("STOPPED EARLY: %d of %d planned epochs (step %d): a limit (max_steps, "
                     "max_time, ...) ended the run; its numbers are not those of the full recipe",

@@ -103,11 +103,11 @@ def test_command_line_train_then_eval(tmp_path):
 
 
 def test_a_run_cut_by_max_steps_validates_the_weights_it_saves_and_says_so(tiny_cfg, tmp_path):
-    # neon_retinanet plans 40 epochs of 20 steps, validating every 5: 3 steps end it before
+    # neon_retinanet plans 30 epochs of 20 steps, validating every 5: 3 steps end it before
     # any validation, and the numbers are still those of the weights it ends with
     metrics = train(tiny_cfg("experiment=neon_retinanet", "trainer.max_steps=3",
                              "data.size=160", "model.postprocess.score_thresh=0.005"))
-    assert metrics["stopped_early"] is True and metrics["epochs_planned"] == 40
+    assert metrics["stopped_early"] is True and metrics["epochs_planned"] == 30
     assert (metrics["epoch"], metrics["global_step"]) == (1, 3)  # Lightning counts the cut epoch
     assert metrics["val/AR_100"] > 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
@@ -116,3 +116,23 @@ def test_a_run_cut_by_max_steps_validates_the_weights_it_saves_and_says_so(tiny_
     again = evaluate(tiny_cfg(f"ckpt_path={ckpt}", "accelerator=cpu", name="eval"))
     for key in ("val/mAP", "val/mAP_50", "val/AR_100"):
         assert again[key] == pytest.approx(metrics[key], abs=1e-9), key
+
+
+def test_a_run_cut_by_max_time_says_stopped_early(tiny_cfg, tmp_path):
+    # max_time is a user's option only: reached, the run still validates and says so
+    metrics = train(tiny_cfg("trainer.max_epochs=1000", "trainer.max_time=00:00:00:01",
+                             "trainer.check_val_every_n_epoch=1000"))
+    assert metrics["stopped_early"] is True and metrics["epochs_planned"] == 1000
+    assert 0 < metrics["epoch"] < 1000 and "val/mAP" in metrics
+    assert metrics["train_seconds"] >= 1
+
+
+def test_the_progress_bar_counts_epochs_and_estimates_the_run(tiny_cfg, tmp_path, capsys, caplog):
+    cfg = tiny_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=3",
+                   "trainer.enable_progress_bar=true", "trainer.check_val_every_n_epoch=2")
+    with caplog.at_level("INFO"):
+        train(cfg)
+    bar = "".join(capsys.readouterr())
+    assert "Epoch 2/2" in bar and "eta=" in bar
+    # 6 steps; measured over steps 2-4 (the first also pays for start-up), 2 left
+    assert "expected duration" in caplog.text and "for 2 steps at" in caplog.text
