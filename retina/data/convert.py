@@ -203,6 +203,7 @@ def converted_datamodule(
         val_images=root,
         prepare=prepare,
         skip_bad=skip_bad,
+        val_split=f"{val_split!r} of {root}",
         **kwargs,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from torch.utils.data import DataLoader
 from retina.data.coco import CocoDetection
 from retina.data.collate import SIZE_DIVISIBLE, collate
 from retina.data.transforms import eval_transforms, train_transforms
+
+log = logging.getLogger(__name__)
 
 
 def coco_paths(root: str | Path) -> dict[str, Path]:
@@ -90,6 +93,9 @@ class DetectionDataModule(L.LightningDataModule):
             `CocoDetection`).
         resize: ``"antialias"`` (the uint8 image, antialiased) or ``"rcnn"`` (torchvision's
             detection-model resize), see `retina.data.transforms`.
+        val_split: What the validation data is called in the message about an empty
+            validation split (converted VOC/YOLO data: the split and its root; None: the
+            annotation file and image folder).
     """
 
     def __init__(
@@ -116,6 +122,7 @@ class DetectionDataModule(L.LightningDataModule):
         root: str | Path | None = None,
         skip_bad: bool = False,
         resize: str = "antialias",
+        val_split: str | None = None,
     ) -> None:
         super().__init__()
         # plain tuples, so checkpoints stay loadable with torch.load(weights_only=True)
@@ -145,6 +152,8 @@ class DetectionDataModule(L.LightningDataModule):
         self.eval_tf = eval_transforms(size, min_size, max_size, resize)
         self.train_dataset: CocoDetection | None = None
         self.val_dataset: CocoDetection | None = None
+        self.val_split = val_split
+        self.no_validation: str | None = None  # why there are no validation numbers
 
     def prepare_data(self) -> None:
         """Run the ``prepare`` hook, if any (Lightning calls this on one process per node)."""
@@ -165,6 +174,7 @@ class DetectionDataModule(L.LightningDataModule):
             self.val_dataset = CocoDetection(
                 self.val_ann, self.val_images, self.eval_tf, self.skip_bad
             )
+            self.no_validation = self._empty_validation()
         train, val = self.train_dataset, self.val_dataset
         same = train is None or (
             train.cat_ids == val.cat_ids and train.class_names == val.class_names
@@ -175,6 +185,21 @@ class DetectionDataModule(L.LightningDataModule):
                 f"{dict(zip(train.cat_ids, train.class_names))}, {val.ann_file} has "
                 f"{dict(zip(val.cat_ids, val.class_names))}"
             )
+
+    def _empty_validation(self) -> str | None:
+        """Why the validation split gives no numbers (no images, or no boxes), logged as a
+        warning naming the option to change; None when it has both."""
+        val = self.val_dataset
+        missing = "images" if len(val) == 0 else "boxes" if len(val._boxes) == 0 else None
+        if missing is None:
+            return None
+        split, option = ((self.val_split, "data.val_split=SPLIT") if self.val_split else
+                         (f"{self.val_ann} ({self.val_images})",
+                          "data.val_ann=FILE data.val_images=DIR"))
+        why = f"the validation split {split} has no {missing}"
+        log.warning("%s: this run will have no validation numbers (no val/mAP, no best.ckpt). "
+                    "Name the validation data with %s", why, option)
+        return why
 
     @property
     def _reference(self) -> CocoDetection:

@@ -110,7 +110,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name)
     start = time.monotonic()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
-    if module.validated_step != trainer.global_step and not trainer.interrupted:
+    stale = module.validated_step != trainer.global_step
+    if stale and not trainer.interrupted and not datamodule.no_validation:
         # stopped between validations (max_steps, max_time, an interval that does not divide
         # the epochs): the numbers are those of the weights the run ends with and saves
         log.info("validating the final weights (step %d; last validation: step %d)",
@@ -119,6 +120,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     metrics = val_metrics(trainer, module) | run_extent(trainer)
     metrics["train_seconds"] = round(time.monotonic() - start, 1)  # fit + final validation
+    if datamodule.no_validation:
+        metrics["no_validation"] = datamodule.no_validation
+        log.warning("NO VALIDATION: %s", datamodule.no_validation)
     if metrics["stopped_early"]:
         log.warning("STOPPED EARLY: %d of %d planned epochs (step %d): a limit (max_steps, "
                     "max_time, ...) ended the run; its numbers are not those of the full recipe",

@@ -90,3 +90,21 @@ def test_conversion_is_cached_until_the_files_change(yolo_root, tmp_path, caplog
     assert changed == first and len(load_coco(changed).dataset["annotations"]) == 10
     # other options are another cache file
     assert cached_coco("yolo", yolo_root, "train", cache, skip_bad=True) != first
+
+
+def test_an_empty_validation_split_is_reported_at_set_up(yolo_root: Path, tmp_path: Path, caplog):
+    # a Roboflow-style export with an empty valid/ folder
+    (yolo_root / "images" / "valid").mkdir(parents=True)
+    dm = convert_module.converted_datamodule("yolo", yolo_root, val_split="valid",
+                                             cache_dir=tmp_path / "cache", size=128)
+    dm.prepare_data()
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert dm.no_validation == f"the validation split 'valid' of {yolo_root} has no images"
+    assert "no validation numbers" in caplog.text and "data.val_split=SPLIT" in caplog.text
+
+    dm = convert_module.converted_datamodule("yolo", yolo_root, val_split="train",
+                                             cache_dir=tmp_path / "cache", size=128)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.no_validation is None

@@ -86,3 +86,12 @@ def test_fast_dev_run_on_voc(tiny_cfg, voc_root: Path, tmp_path: Path):
     metrics = train(cfg)
     assert {"val/mAP", "val/mAP_50", "val/AR_100"} <= set(metrics)
     assert len(list((tmp_path / "cache").glob("voc_all_*.json"))) == 1
+
+
+def test_a_run_without_validation_data_says_so_in_metrics(tiny_cfg, yolo_root: Path, tmp_path):
+    (yolo_root / "images" / "valid").mkdir(parents=True)
+    metrics = train(tiny_cfg("debug=fdr", "data=yolo", f"data.root={yolo_root}",
+                             "data.val_split=valid", f"data.cache_dir={tmp_path / 'cache'}"))
+    assert "has no images" in metrics["no_validation"]
+    assert not any(key.startswith("val/") for key in metrics)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
