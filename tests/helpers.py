@@ -126,6 +126,12 @@ def add_label_line(text: str):
     return damage
 
 
+def truncate(image: Path) -> None:
+    """Cut an image file to half its bytes: PIL still opens its header, decoding fails."""
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 2])
+
+
 def evaluate(ds: CocoDetection, ids: list[int], dets: list[dict]) -> dict[str, float]:
     return coco_evaluate(load_coco(ds.ann_file), to_coco_results(ids, dets, ds.cat_ids), ids)[0]
 

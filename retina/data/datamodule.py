@@ -89,6 +89,8 @@ class DetectionDataModule(L.LightningDataModule):
             `CocoDetection`).
         resize: ``"antialias"`` (the uint8 image, antialiased) or ``"rcnn"`` (torchvision's
             detection-model resize), see `retina.data.transforms`.
+        cache_dir: Where set-up remembers the images that decoded (see `CocoDetection`);
+            None: every image is decoded at every set-up.
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class DetectionDataModule(L.LightningDataModule):
         root: str | Path | None = None,
         skip_bad: bool = False,
         resize: str = "antialias",
+        cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
         # plain tuples, so checkpoints stay loadable with torch.load(weights_only=True)
@@ -135,6 +138,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.prepare = prepare
         self.skip_bad = skip_bad
+        self.cache_dir = cache_dir
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.collate_fn = functools.partial(collate, size_divisible=size_divisible)
@@ -158,11 +162,11 @@ class DetectionDataModule(L.LightningDataModule):
         """
         if stage in (None, "fit") and self.train_dataset is None:
             self.train_dataset = CocoDetection(
-                self.train_ann, self.train_images, self.train_tf, self.skip_bad
+                self.train_ann, self.train_images, self.train_tf, self.skip_bad, self.cache_dir
             )
         if self.val_dataset is None:
             self.val_dataset = CocoDetection(
-                self.val_ann, self.val_images, self.eval_tf, self.skip_bad
+                self.val_ann, self.val_images, self.eval_tf, self.skip_bad, self.cache_dir
             )
         train, val = self.train_dataset, self.val_dataset
         same = train is None or (
