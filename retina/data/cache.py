@@ -100,5 +100,8 @@ def decoded_sizes(
         log.info("decoded %d of %d images to check them (%.1f s)%s", decoded, len(paths),
                  time.perf_counter() - start, f"; cached in {cache_file}" if cache_file else "")
     if cache_file is not None and decoded:
-        write_json(cache_file, {"version": DECODE_CACHE_VERSION, "images": cached})
+        try:
+            write_json(cache_file, {"version": DECODE_CACHE_VERSION, "images": cached})
+        except OSError as err:  # a cache only saves time: a read-only folder is no error
+            log.warning("could not write the decode cache %s: %s", cache_file, err)
     return results

@@ -192,8 +192,9 @@ class CocoDetection(Dataset):
 
     def _bad_images(self, coco: COCO) -> set[int]:
         """Ids of images to leave out (with ``skip_bad``); raises on the first bad entry
-        otherwise. Bad: no ``file_name`` or positive int ``width``/``height``, an annotation
-        with an unknown category or a malformed ``bbox``, a missing image file."""
+        otherwise. Bad: an image or annotation id used twice, no ``file_name`` or positive int
+        ``width``/``height``, an annotation with an unknown category or a malformed ``bbox``,
+        a missing image file."""
         bad = set()
 
         def flag(image_id: int | None, message: str, *more_ids: int) -> None:

@@ -66,6 +66,10 @@ def test_images_decode_once_then_come_from_the_cache_until_they_change(coco_dir,
     with pytest.raises(AnnotationError, match="image id 10: cannot decode"):
         CocoDetection(*args)
     assert json.loads(cache_file.read_text())["version"] == cache.DECODE_CACHE_VERSION
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a cache folder that cannot be made: set-up goes on uncached
+    CocoDetection(coco_dir / "ann.json", coco_dir / "images", skip_bad=True,
+                  cache_dir=blocked / "cache")
 
 
 def test_a_decode_error_in_a_loader_worker_names_the_file_and_image_id(coco_dir: Path):
