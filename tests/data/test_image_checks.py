@@ -14,14 +14,7 @@ from PIL import Image
 
 from retina.data import CocoDetection, cache
 from retina.data.validate import AnnotationError
-from tests.helpers import truncate
-
-
-def _edit(coco_dir: Path, edit) -> Path:
-    data = json.loads((coco_dir / "ann.json").read_text())
-    edit(data)
-    (coco_dir / "bad.json").write_text(json.dumps(data))
-    return coco_dir / "bad.json"
+from tests.helpers import coco_edit, truncate
 
 
 def test_a_truncated_image_is_named_at_set_up_or_skipped_and_counted(coco_dir: Path, caplog):
@@ -40,7 +33,7 @@ def test_a_truncated_image_is_named_at_set_up_or_skipped_and_counted(coco_dir: P
 
 
 def test_an_image_of_another_size_than_its_entry_is_an_error_at_set_up(coco_dir: Path):
-    bad = _edit(coco_dir, lambda data: data["images"][1].update(width=17))  # b.png is 16x16
+    bad = coco_edit(coco_dir, lambda data: data["images"][1].update(width=17))  # b.png is 16x16
     with pytest.raises(AnnotationError, match=r"image id 5: .*b\.png is 16x16 \(WxH\), the "
                                               r"annotation file says 17x16"):
         CocoDetection(bad, coco_dir / "images")
@@ -88,7 +81,7 @@ def test_a_decode_error_in_a_loader_worker_names_the_file_and_image_id(coco_dir:
      r"annotation id 1 is used 2 times \(image ids \[10, 5\]\)", [7]),
 ], ids=["image id twice", "annotation id twice"])
 def test_ids_used_twice_are_named_or_skipped(coco_dir: Path, edit, error, kept):
-    bad = _edit(coco_dir, edit)
+    bad = coco_edit(coco_dir, edit)
     with pytest.raises(AnnotationError, match=error):
         CocoDetection(bad, coco_dir / "images")
     ds = CocoDetection(bad, coco_dir / "images", skip_bad=True)
@@ -104,4 +97,4 @@ def test_ids_used_twice_are_named_or_skipped(coco_dir: Path, edit, error, kept):
 ])
 def test_entries_pycocotools_cannot_index_are_errors_naming_them(coco_dir: Path, edit, error):
     with pytest.raises(ValueError, match=error):
-        CocoDetection(_edit(coco_dir, edit), coco_dir / "images", skip_bad=True)
+        CocoDetection(coco_edit(coco_dir, edit), coco_dir / "images", skip_bad=True)

@@ -7,7 +7,9 @@ import logging
 import os
 
 import pytest
+import torch
 
+from retina.training.config import compose_run
 from retina.training.module import DetectionModule
 from retina.training.resume import (
     ABSENT,
@@ -17,8 +19,8 @@ from retina.training.resume import (
     may_change,
     resolve_ckpt,
 )
-from retina.training.run import build, train
-from tests.helpers import TRAINED
+from retina.training.run import build, run_config_json, train
+from tests.helpers import TINY, TRAINED
 
 
 def _last_ckpts(runs_dir, *names, start=1000):
@@ -69,11 +71,41 @@ def test_only_limits_paths_and_loggers_may_change():
         ("b.c", 2, 3), ("gone", {"x": 1}, ABSENT), ("added", ABSENT, 5)]
 
 
+def _checkpoint_of(cfg, path):
+    """A file ``load_checkpoint`` accepts, holding ``cfg`` as its run config (no weights)."""
+    torch.save({"state_dict": {}, "hyper_parameters": {"run_config": run_config_json(cfg)}}, path)
+    return path
+
+
+def test_the_stored_run_config_is_compared_with_the_current_one(tmp_path):
+    recipe = [*TINY, "experiment=neon_retinanet"]
+    first = compose_run(recipe, tmp_path / "first")
+    first.paths.root_dir = "/old/checkout"  # moved since: data paths are built from it
+    ckpt = _checkpoint_of(first, tmp_path / "first.ckpt")
+    assert first.data.train_ann.startswith("/old/checkout/data/")
+    same = compose_run([*recipe, "trainer.max_epochs=80", "logger=tensorboard"], tmp_path / "b")
+    check_resume(ckpt, same)  # another run dir, checkout, limit and logger: accepted
+    changed = compose_run([*recipe, "loss.gamma=1.0", "data.size=96"], tmp_path / "c")
+    with pytest.raises(ResumeError) as err:
+        check_resume(ckpt, changed)
+    lines = str(err.value).splitlines()
+    assert lines[0] == (f"refusing to resume: {ckpt} was trained with a different run config "
+                        "(3 keys, checkpoint -> now):")
+    assert lines[1:4] == ["  data.size: 128 -> 96", "  loss.gamma: 2.0 -> 1.0",
+                          "  model.criterion.gamma: 2.0 -> 1.0"]
+    check_resume(ckpt, changed, force=True)  # resume.force=true: a warning only
+
+
 def _resume_cfg(tiny_cfg, trained, *overrides):
     """The recipe of ``trained_retinanet``, resuming its last.ckpt in a new run directory."""
     return tiny_cfg("experiment=neon_retinanet", *TRAINED, f"ckpt_path={trained.ckpt}", *overrides)
 
 
+# With a real checkpoint, the session's tiny RetinaNet (slow: these train it when no other test
+# has): the check after the real data set-up, and a forced resume that trains on.
+
+
+@pytest.mark.slow
 def test_a_resume_with_the_same_recipe_and_longer_limits_is_accepted(tiny_cfg, trained_retinanet):
     cfg = _resume_cfg(tiny_cfg, trained_retinanet, "trainer.max_epochs=3", "trainer.max_time=null",
                       "trainer.limit_val_batches=1", "logger=tensorboard")
@@ -81,6 +113,7 @@ def test_a_resume_with_the_same_recipe_and_longer_limits_is_accepted(tiny_cfg, t
     check_resume(trained_retinanet.ckpt, cfg)  # another run dir and limits: no error
 
 
+@pytest.mark.slow
 def test_a_changed_loss_gamma_is_refused_with_the_key_named(tiny_cfg, trained_retinanet,
                                                             monkeypatch):
     steps = []
@@ -93,6 +126,7 @@ def test_a_changed_loss_gamma_is_refused_with_the_key_named(tiny_cfg, trained_re
     assert "resume.force=true" in message and steps == []
 
 
+@pytest.mark.slow
 def test_resume_force_continues_with_a_warning(tiny_cfg, trained_retinanet, caplog):
     with caplog.at_level(logging.WARNING, logger="retina.training.resume"):
         metrics = train(_resume_cfg(tiny_cfg, trained_retinanet, "loss.gamma=1.0",
