@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -124,6 +125,20 @@ def add_label_line(text: str):
         txt.write_text("\n".join([lines[0], text, *lines[1:]]) + "\n")  # becomes line 2
 
     return damage
+
+
+def coco_edit(root: Path, edit) -> Path:
+    """``root/bad.json``: ``root/ann.json`` changed in place by ``edit(data)``."""
+    data = json.loads((root / "ann.json").read_text())
+    edit(data)
+    (root / "bad.json").write_text(json.dumps(data))
+    return root / "bad.json"
+
+
+def truncate(image: Path) -> None:
+    """Cut an image file to half its bytes: PIL still opens its header, decoding fails."""
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 2])
 
 
 def evaluate(ds: CocoDetection, ids: list[int], dets: list[dict]) -> dict[str, float]:

@@ -6,7 +6,8 @@ import contextlib
 import io
 import json
 import logging
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from retina.data.cache import decode_cache_file, decoded_sizes
 from retina.data.validate import AnnotationError, Report, clean_boxes
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,8 @@ def load_coco(ann_file: str | Path) -> COCO:
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: If the file is not valid JSON or lacks ``images`` / ``categories``.
+        ValueError: If the file is not valid JSON, lacks ``images`` / ``categories``, has an
+            entry without the keys pycocotools indexes it by, or two categories with one id.
     """
     ann_file = Path(ann_file)
     if not ann_file.is_file():
@@ -50,11 +53,43 @@ def load_coco(ann_file: str | Path) -> COCO:
     if not isinstance(data, dict) or not {"images", "categories"} <= data.keys():
         raise ValueError(f"{ann_file} is not a COCO file: it needs 'images' and 'categories'")
     data.setdefault("annotations", [])
+    _check_entries(ann_file, data)
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco.createIndex()
     return coco
+
+
+# The keys pycocotools' index reads from every entry (a missing one is a KeyError there).
+REQUIRED_KEYS = {"images": ("id",), "annotations": ("id", "image_id", "category_id"),
+                 "categories": ("id", "name")}
+
+
+def repeated(entries: Iterable[dict], key: str = "id") -> dict[Any, list[dict]]:
+    """``{value: entries}`` of the ``key`` values that more than one entry has, in first-seen
+    order."""
+    groups = defaultdict(list)
+    for entry in entries:
+        groups[entry[key]].append(entry)
+    return {value: group for value, group in groups.items() if len(group) > 1}
+
+
+def _check_entries(ann_file: Path, data: dict) -> None:
+    """Errors pycocotools would not report: an entry without a key it indexes by (a bare
+    KeyError inside pycocotools), two categories under one id (it keeps the last)."""
+    for section, keys in REQUIRED_KEYS.items():
+        entries = data[section]
+        if not isinstance(entries, list):
+            raise ValueError(f"{ann_file}: '{section}' must be a list")
+        for i, entry in enumerate(entries):
+            missing = [k for k in keys if not isinstance(entry, dict) or k not in entry]
+            if missing:
+                raise ValueError(f"{ann_file}: {section}[{i}] has no {', '.join(missing)}: "
+                                 f"{str(entry)[:200]}")
+    for cat_id, cats in repeated(data["categories"]).items():
+        raise ValueError(f"{ann_file}: category id {cat_id} is listed {len(cats)} times "
+                         f"({[c['name'] for c in cats]}); pycocotools would keep only the last")
 
 
 def read_rgb(path: str | Path) -> torch.Tensor:
@@ -103,10 +138,13 @@ class CocoDetection(Dataset):
     after clipping) are dropped and boxes crossing the image border are clipped to it,
     counted in one log line. An image entry without ``file_name`` or a positive
     ``width``/``height``, an annotation with an unknown category or image id or a
-    malformed ``bbox``, and a missing image file are errors; with ``skip_bad`` they are
-    skipped and counted instead (a bad annotation removes its whole image, so that no
-    image is trained on with a box missing). All of this is computed once at
-    construction; images without boxes are kept.
+    malformed ``bbox``, an image or annotation id used twice (pycocotools would keep one of
+    them), a missing image file, and an image that does not decode or whose size is not the
+    one in the annotation file are errors; with ``skip_bad`` they are skipped and counted
+    instead (a bad annotation removes its whole image, so that no image is trained on with a
+    box missing). All of this is computed once at construction, every image decoded once
+    (with ``cache_dir``, remembered there while the file's size and mtime are unchanged, see
+    `retina.data.cache`); images without boxes are kept.
 
     Attributes:
         ann_file: The COCO annotation file (for evaluation against the same file).
@@ -129,10 +167,12 @@ class CocoDetection(Dataset):
         image_dir: str | Path,
         transforms: Callable[[tv_tensors.Image, Target], tuple[Any, Target]] | None = None,
         skip_bad: bool = False,
+        cache_dir: str | Path | None = None,
     ) -> None:
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
         self.transforms = transforms
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.report = Report(str(self.ann_file), skip_bad)
 
         coco = load_coco(self.ann_file)
@@ -140,6 +180,7 @@ class CocoDetection(Dataset):
         self.class_names: list[str] = [coco.cats[c]["name"] for c in self.cat_ids]
         self.num_classes = len(self.cat_ids)
         bad = self._bad_images(coco)
+        bad |= self._undecodable(coco, bad)
         self.image_ids: list[int] = sorted(i for i in coco.imgs if i not in bad)
         images = [coco.imgs[i] for i in self.image_ids]
         self.file_names: list[str] = [im["file_name"] for im in images]
@@ -151,15 +192,24 @@ class CocoDetection(Dataset):
 
     def _bad_images(self, coco: COCO) -> set[int]:
         """Ids of images to leave out (with ``skip_bad``); raises on the first bad entry
-        otherwise. Bad: no ``file_name`` or positive int ``width``/``height``, an annotation
-        with an unknown category or a malformed ``bbox``, a missing image file."""
+        otherwise. Bad: an image or annotation id used twice, no ``file_name`` or positive int
+        ``width``/``height``, an annotation with an unknown category or a malformed ``bbox``,
+        a missing image file."""
         bad = set()
 
-        def flag(image_id: int | None, message: str) -> None:
+        def flag(image_id: int | None, message: str, *more_ids: int) -> None:
             self.report.bad(AnnotationError(self.ann_file, message))
-            if image_id is not None:
-                bad.add(image_id)
+            bad.update(i for i in (image_id, *more_ids) if i is not None)
 
+        for image_id, images in repeated(coco.dataset["images"]).items():
+            files = [im.get("file_name") for im in images]
+            flag(image_id, f"image id {image_id} is listed {len(images)} times in images "
+                           f"({files}); pycocotools would keep only the last, and its "
+                           f"{len(coco.imgToAnns[image_id])} annotations could belong to any")
+        for ann_id, anns in repeated(coco.dataset["annotations"]).items():
+            image_ids = list(dict.fromkeys(a["image_id"] for a in anns))
+            flag(None, f"annotation id {ann_id} is used {len(anns)} times (image ids "
+                       f"{image_ids}); pycocotools would evaluate only one of them", *image_ids)
         for image_id, im in coco.imgs.items():
             if not isinstance(im.get("file_name"), str) or not all(
                 _is_size(im.get(k)) for k in ("width", "height")
@@ -190,6 +240,26 @@ class CocoDetection(Dataset):
         for i in missing:
             flag(i, f"image not found: {self.image_dir / coco.imgs[i]['file_name']}")
         return bad
+
+    def _undecodable(self, coco: COCO, bad: set[int]) -> set[int]:
+        """Ids of the images (not already in ``bad``) that PIL cannot decode or whose pixel size
+        is not the ``width``/``height`` of the annotation file; raises on the first without
+        ``skip_bad``."""
+        ids = sorted(i for i in coco.imgs if i not in bad)
+        paths = [self.image_dir / coco.imgs[i]["file_name"] for i in ids]
+        cache = decode_cache_file(self.cache_dir, self.image_dir) if self.cache_dir else None
+        undecodable = set()
+        for image_id, path, size in zip(ids, paths, decoded_sizes(paths, cache)):
+            w, h = coco.imgs[image_id]["width"], coco.imgs[image_id]["height"]
+            if isinstance(size, Exception):
+                message = f"cannot decode {path}: {type(size).__name__}: {size}"
+            elif size != (w, h):
+                message = f"{path} is {size[0]}x{size[1]} (WxH), the annotation file says {w}x{h}"
+            else:
+                continue
+            self.report.bad(AnnotationError(self.ann_file, f"image id {image_id}: {message}"))
+            undecodable.add(image_id)
+        return undecodable
 
     def _index_boxes(self, coco: COCO) -> None:
         """Clip boxes and drop degenerate ones; store them as one array with per-image offsets."""
@@ -232,13 +302,18 @@ class CocoDetection(Dataset):
 
         Raises:
             FileNotFoundError: If the image file disappeared (names path and image id).
+            OSError: If the image no longer decodes (names path and image id).
             ValueError: If the image size differs from the one in the annotation file.
         """
         image_id = self.image_ids[index]
         path = self.image_dir / self.file_names[index]
         if not path.is_file():
             raise FileNotFoundError(f"image file not found: {path} (image id {image_id})")
-        image = tv_tensors.Image(read_rgb(path))  # (3, H, W) uint8
+        try:
+            image = tv_tensors.Image(read_rgb(path))  # (3, H, W) uint8
+        except Exception as err:  # the file changed since set-up: say which one
+            raise OSError(f"cannot decode {path} (image id {image_id}): "
+                          f"{type(err).__name__}: {err}") from err
         size = tuple(image.shape[-2:])
         if size != tuple(self.sizes[index].tolist()):
             raise ValueError(

@@ -19,11 +19,10 @@ import functools
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from retina.data import voc, yolo
+from retina.data.cache import write_json
 from retina.data.datamodule import DetectionDataModule
 from retina.data.validate import Report, records_to_coco
 
@@ -115,19 +114,6 @@ def cache_file(
     return Path(cache_dir) / f"{fmt}_{split or 'all'}_{digest}.json"
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically (a temporary file renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cached_coco(
     fmt: str, root: str | Path, split: str | None, cache_dir: str | Path, **options
 ) -> Path:
@@ -184,7 +170,8 @@ def converted_datamodule(
         root: Dataset root.
         train_split: Training split (VOC: None for every XML file).
         val_split: Validation split.
-        cache_dir: Folder of the converted COCO files.
+        cache_dir: Folder of the converted COCO files (and of the decode cache of the
+            images, see `DetectionDataModule`).
         skip_bad: Skip and count bad files instead of raising.
         classes: VOC class names in label order (None: collected from the files).
         difficult: VOC ``"ignore"`` or ``"keep"``.
@@ -204,6 +191,7 @@ def converted_datamodule(
         prepare=prepare,
         skip_bad=skip_bad,
         val_split=f"{val_split!r} of {root}",
+        cache_dir=cache_dir,
         **kwargs,
     )
 

@@ -96,6 +96,8 @@ class DetectionDataModule(L.LightningDataModule):
         val_split: What the validation data is called in the message about an empty
             validation split (converted VOC/YOLO data: the split and its root; None: the
             annotation file and image folder).
+        cache_dir: Where set-up remembers the images that decoded (see `CocoDetection`);
+            None: every image is decoded at every set-up.
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class DetectionDataModule(L.LightningDataModule):
         skip_bad: bool = False,
         resize: str = "antialias",
         val_split: str | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
         # plain tuples, so checkpoints stay loadable with torch.load(weights_only=True)
@@ -143,6 +146,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.num_workers = num_workers or 0
         self.prepare = prepare
         self.skip_bad = skip_bad
+        self.cache_dir = cache_dir
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers and self.num_workers > 0
         self.collate_fn = functools.partial(collate, size_divisible=size_divisible)
@@ -168,11 +172,11 @@ class DetectionDataModule(L.LightningDataModule):
         """
         if stage in (None, "fit") and self.train_dataset is None:
             self.train_dataset = CocoDetection(
-                self.train_ann, self.train_images, self.train_tf, self.skip_bad
+                self.train_ann, self.train_images, self.train_tf, self.skip_bad, self.cache_dir
             )
         if self.val_dataset is None:
             self.val_dataset = CocoDetection(
-                self.val_ann, self.val_images, self.eval_tf, self.skip_bad
+                self.val_ann, self.val_images, self.eval_tf, self.skip_bad, self.cache_dir
             )
             self.no_validation = self._empty_validation()
         train, val = self.train_dataset, self.val_dataset

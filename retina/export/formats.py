@@ -26,6 +26,11 @@ from retina.export.predictor import Predictor
 
 FORMATS = ("safetensors", "torchscript", "onnx")
 SUFFIXES = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx"}
+# The suffixes retina.load reads, and as what.
+KIND_OF_SUFFIX = {
+    ".json": "safetensors", ".safetensors": "safetensors", ".pt": "torchscript",
+    ".ts": "torchscript", ".torchscript": "torchscript", ".onnx": "onnx", ".ckpt": "checkpoint",
+}
 META_FILE = "retina.json"  # TorchScript extra file / ONNX metadata key "retina"
 OUTPUT_NAMES = ("boxes", "scores", "labels", "num_dets", "spread")
 MIN_OPSET = 18  # Resize with antialias
@@ -37,6 +42,25 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def output_path(fmt: str, out: str | Path) -> Path:
+    """The file an export of format ``fmt`` to ``out`` writes: ``out`` when ``retina.load``
+    reads its suffix as ``fmt``, else ``out`` with the format's suffix added (``model_ts`` ->
+    ``model_ts.pt``, ``model.v2`` -> ``model.v2.pt``); safetensors: the ``.safetensors`` file
+    (beside its ``.json``).
+
+    Raises:
+        ValueError: ``out`` ends in the suffix of another format (``model.onnx`` as TorchScript).
+    """
+    out = Path(out)
+    kind = KIND_OF_SUFFIX.get(out.suffix.lower())
+    if kind == fmt:
+        return out.with_suffix(SUFFIXES[fmt]) if fmt == "safetensors" else out
+    if kind is not None:
+        raise ValueError(f"out={out}: {out.suffix} is the suffix of {kind} files, not of "
+                         f"format={fmt}; use out={out.with_suffix(SUFFIXES[fmt])}")
+    return out.with_name(out.name + SUFFIXES[fmt])
 
 
 def sidecar_path(weights: str | Path) -> Path:
@@ -184,11 +208,13 @@ def export(
     predictor: Predictor, fmt: str, out: str | Path, input_size: tuple[int, int] | None = None,
     opset: int = MIN_OPSET,
 ) -> Path:
-    """Write ``predictor`` in format ``fmt`` (one of :data:`FORMATS`) to ``out``."""
+    """Write ``predictor`` in format ``fmt`` (one of :data:`FORMATS`) to ``out`` (its suffix
+    added when it has none, see :func:`output_path`); returns the file written."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    out = output_path(fmt, out)
     if fmt == "safetensors":
         return export_safetensors(predictor, out)
     if fmt == "torchscript":
         return export_torchscript(predictor, out, input_size)
-    if fmt == "onnx":
-        return export_onnx(predictor, out, input_size, opset)
-    raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return export_onnx(predictor, out, input_size, opset)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from retina.export.formats import META_FILE, OUTPUT_NAMES, sha256, sidecar_path
+from retina.export.formats import KIND_OF_SUFFIX, META_FILE, OUTPUT_NAMES, sha256, sidecar_path
 from retina.export.meta import ExportMeta
 from retina.export.predictor import (
     Detections,
@@ -26,11 +26,6 @@ from retina.export.predictor import (
     image_list,
 )
 from retina.ops.levels import scale_to_original
-
-SUFFIXES = {
-    ".json": "safetensors", ".safetensors": "safetensors", ".pt": "torchscript",
-    ".ts": "torchscript", ".torchscript": "torchscript", ".onnx": "onnx", ".ckpt": "checkpoint",
-}
 
 RunGraph = Callable[[Tensor], dict[str, Tensor]]  # uint8 (B, 3, H, W) -> padded outputs
 
@@ -196,9 +191,10 @@ def load(
         ValueError: the file is not what its suffix says (the message names it).
     """
     path = Path(path)
-    kind = SUFFIXES.get(path.suffix.lower())
+    kind = KIND_OF_SUFFIX.get(path.suffix.lower())
     if kind is None:
-        raise ValueError(f"{path}: unknown model file type; expected one of {', '.join(SUFFIXES)}")
+        raise ValueError(
+            f"{path}: unknown model file type; expected one of {', '.join(KIND_OF_SUFFIX)}")
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     if kind == "safetensors":

@@ -16,22 +16,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from retina.training.atomic_io import with_atomic_checkpoint_io
 from retina.training.checkpoint import load_checkpoint, module_from_checkpoint, run_config
 from retina.training.cpu_budget import apply_cpu_budget
+from retina.training.loggers import build_loggers, finish_loggers
 from retina.training.nonfinite import NonFiniteGuard
 from retina.training.plots import plot_training
+from retina.training.resume import check_resume, resolve_ckpt
 
 log = logging.getLogger(__name__)
-
-
-def resolve_ckpt(ckpt_path: str | None, log_dir: str, task_name: str) -> str | None:
-    """``"last"`` -> the newest ``checkpoints/last.ckpt`` under this task's runs."""
-    if ckpt_path != "last":
-        if ckpt_path and not Path(ckpt_path).is_file():
-            raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
-        return ckpt_path
-    found = sorted(Path(log_dir, task_name).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(f"ckpt_path=last: no last.ckpt under {Path(log_dir, task_name)}")
-    return str(found[-1])
 
 
 def run_config_json(cfg: DictConfig) -> str:
@@ -98,16 +88,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, validate, write ``metrics.json`` into the run directory and return the metrics."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    loggers = build_loggers(cfg.get("logger"))  # first: a missing package stops it at once
+    ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg.paths.output_dir,
+                        Path(cfg.paths.log_dir, cfg.task_name))
     datamodule, module = build(cfg)
+    if ckpt:
+        check_resume(ckpt, cfg, force=bool(OmegaConf.select(cfg, "resume.force", default=False)))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a bar then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     plugins = cfg.trainer.get("plugins")
     plugins = instantiate(plugins, _convert_="all") if OmegaConf.is_config(plugins) else plugins
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      plugins=with_atomic_checkpoint_io(plugins))
-    ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name)
     start = time.monotonic()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     stale = module.validated_step != trainer.global_step
@@ -117,6 +110,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("validating the final weights (step %d; last validation: step %d)",
                  trainer.global_step, module.validated_step)
         trainer.validate(module, datamodule=datamodule, verbose=False)
+    finish_loggers(loggers)
 
     metrics = val_metrics(trainer, module) | run_extent(trainer)
     metrics["train_seconds"] = round(time.monotonic() - start, 1)  # fit + final validation

@@ -16,7 +16,7 @@ from torchvision import tv_tensors
 
 from retina.data import CocoDetection, read_rgb
 from retina.data.validate import AnnotationError
-from tests.helpers import SAHI_DEMO
+from tests.helpers import SAHI_DEMO, coco_edit
 
 # ---------------------------------------------------------------- synthetic COCO files
 
@@ -127,13 +127,6 @@ def sahi_coco(sahi: Path, tmp_path: Path) -> Path:
     return root
 
 
-def _coco_edit(root: Path, edit) -> Path:
-    data = json.loads((root / "ann.json").read_text())
-    edit(data)
-    (root / "bad.json").write_text(json.dumps(data))
-    return root / "bad.json"
-
-
 def test_coco_missing_image_and_bad_annotations_skipped_or_errors(sahi_coco: Path, caplog):
     with pytest.raises(FileNotFoundError, match=r"1 of 3 images .* first: .*gone\.png"):
         CocoDetection(sahi_coco / "ann.json", sahi_coco)
@@ -146,7 +139,7 @@ def test_coco_missing_image_and_bad_annotations_skipped_or_errors(sahi_coco: Pat
     def unknown_category(data):
         data["annotations"][-1]["category_id"] = 9
 
-    bad = _coco_edit(sahi_coco, unknown_category)
+    bad = coco_edit(sahi_coco, unknown_category)
     with pytest.raises(AnnotationError, match=r"bad\.json: annotation id 6 has category_id 9"):
         CocoDetection(bad, sahi_coco)
     ds = CocoDetection(bad, sahi_coco, skip_bad=True)
@@ -156,11 +149,11 @@ def test_coco_missing_image_and_bad_annotations_skipped_or_errors(sahi_coco: Pat
         del data["images"][1]["width"]
         data["annotations"][0]["bbox"] = [1, 2, "3", 4]
 
-    float_width = _coco_edit(sahi_coco, lambda data: data["images"][0].update(width=1024.0))
+    float_width = coco_edit(sahi_coco, lambda data: data["images"][0].update(width=1024.0))
     ds = CocoDetection(float_width, sahi_coco, skip_bad=True)  # a whole float is a size
     assert ds.image_ids == [1, 2] and ds[0][1]["orig_size"] == (682, 1024)
 
-    bad = _coco_edit(sahi_coco, no_width)
+    bad = coco_edit(sahi_coco, no_width)
     with pytest.raises(AnnotationError, match=r"image id 2 needs file_name and positive"):
         CocoDetection(bad, sahi_coco)
     ds = CocoDetection(bad, sahi_coco, skip_bad=True)

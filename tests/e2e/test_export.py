@@ -176,6 +176,11 @@ def test_export_command_config(retinanet, tiny_cfg, tmp_path):
     assert predictor.meta.graph_input_size == [160, 160] and predictor.meta.size == 160
     assert predictor.meta.model["postprocess"]["max_det"] == 7
     assert len(predictor(images)[0]["boxes"]) == 7  # many pass the 0.005 threshold: capped
+    # out without a suffix: the format's is added, so that retina.load reads the file
+    cfg = tiny_cfg(f"ckpt_path={retinanet[0]}", "format=torchscript",
+                   f"out={tmp_path / 'model_ts'}", name="export")
+    assert run_export(cfg) == tmp_path / "model_ts.pt"
+    assert len(retina.load(tmp_path / "model_ts.pt")(images)[0]["boxes"]) > 0
     for name in ("parity", "speed"):
         cfg = tiny_cfg("ckpt_path=x.ckpt", name=name)
         assert Path(cfg.get("ann") or cfg.image).exists()

@@ -175,6 +175,7 @@ def test_optimizer_options_reach_the_optimizer(tiny_cfg, overrides, check):
 @pytest.mark.parametrize("overrides", [
     ["data=coco", "data.root=/nowhere"], ["data=voc", "data.root=/nowhere"],
     ["data=yolo", "data.root=/nowhere"], ["debug=overfit"], ["logger=tensorboard"],
+    ["logger=[csv,wandb,mlflow]"],
     ["trainer=ddp_cpu"], ["trainer=gpu"], ["sched=multistep", "optim=sgd"],
 ])
 def test_every_config_option_composes(tiny_cfg, overrides):

@@ -3,14 +3,13 @@ and the loss (training runs are in e2e/)."""
 
 import json
 import math
-import os
 
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from retina.training.run import build, resolve_ckpt
+from retina.training.run import build
 
 
 def test_class_weights_from_the_training_annotations_reach_the_checkpointed_criterion(tiny_cfg):
@@ -38,20 +37,6 @@ def test_the_softmax_loss_gives_the_head_its_background_channel(tiny_cfg):
         cfg.model.detector.head.background_class = False
     with pytest.raises(Exception, match="SoftmaxFocalCriterion needs a head with a background channel"):
         instantiate(cfg.model)
-
-
-def test_resume_paths_that_do_not_exist_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="ckpt_path=.*gone.ckpt: no such checkpoint"):
-        resolve_ckpt(str(tmp_path / "gone.ckpt"), str(tmp_path), "train")
-    with pytest.raises(FileNotFoundError, match=f"ckpt_path=last: no last.ckpt under {tmp_path}"):
-        resolve_ckpt("last", str(tmp_path), "train")
-    older, newer = (tmp_path / "train" / d / "checkpoints" / "last.ckpt" for d in ("a", "b"))
-    for i, path in enumerate((older, newer)):
-        path.parent.mkdir(parents=True)
-        path.write_bytes(b"x")
-        os.utime(path, (1000 + i, 1000 + i))
-    assert resolve_ckpt("last", str(tmp_path), "train") == str(newer)
-    assert resolve_ckpt(None, str(tmp_path), "train") is None
 
 
 def test_eval_data_replaces_or_changes_the_checkpoints_own():
