@@ -59,6 +59,48 @@ def gfl_anchors(shapes):
 # ---------------------------------------------------------------- GHM-C
 
 
+def near_threshold_pairs(
+    batch: int = 16, num_classes: int = 80, size: tuple[int, int] = (800, 1333),
+    iou: float = 0.5, seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Box pairs whose IoU is ``iou`` + eps, eps in +-1e-3, +-1e-4, +-1e-5, in every
+    (image, class) group of a COCO-size batch: box A (w, h in 20..220 px, anywhere in the
+    image, coordinates not whole) and A shifted right by ``d = w (1 - I) / (1 + I)``, so
+    that IoU = (w - d) / (w + d) = I. Random scores. |eps| >= 1e-5 stays well above float32
+    rounding of the IoU (about 1e-7), so per-group NMS keeps the same set in float32 and
+    float64.
+
+    Returns:
+        boxes (P, 4) float32 x1y1x2y2, scores (P,), image (P,), labels (P,), groups in order.
+    """
+    g = torch.Generator().manual_seed(seed)
+    eps = torch.tensor([-1e-3, -1e-4, -1e-5, 1e-5, 1e-4, 1e-3], dtype=torch.float64)
+    n, groups = len(eps), batch * num_classes
+    w = torch.rand(groups, n, generator=g, dtype=torch.float64) * 200 + 20  # (G, n)
+    h = torch.rand(groups, n, generator=g, dtype=torch.float64) * 200 + 20
+    x = torch.rand(groups, n, generator=g, dtype=torch.float64) * (size[1] - 2 * w)
+    y = torch.rand(groups, n, generator=g, dtype=torch.float64) * (size[0] - h)
+    d = w * (1 - (iou + eps)) / (1 + (iou + eps))
+    a = torch.stack([x, y, x + w, y + h], -1)  # (G, n, 4)
+    b = a + torch.stack([d, 0 * d, d, 0 * d], -1)
+    boxes = torch.stack([a, b], 2).reshape(-1, 4).float()  # (G * 2n, 4)
+    group = torch.arange(groups).repeat_interleave(2 * n)
+    scores = torch.rand(len(boxes), generator=g)
+    return boxes, scores, group // num_classes, group % num_classes
+
+
+def per_group_nms(boxes, scores, image, labels, iou: float, dtype=torch.float64) -> set[int]:
+    """Indices kept by ``torchvision.ops.nms`` run on each (image, class) group alone."""
+    from torchvision.ops import nms
+
+    group = image * (int(labels.max()) + 1) + labels
+    kept = []
+    for g in group.unique():
+        m = (group == g).nonzero().squeeze(1)
+        kept += m[nms(boxes[m].to(dtype), scores[m].to(dtype), iou)].tolist()
+    return set(kept)
+
+
 def ghm_example():
     # targets 0, so g = sigmoid(x); 4 bins [0, .25) [.25, .5) [.5, .75) [.75, 1]
     g = torch.tensor([0.1, 0.1, 0.1, 0.6, 0.9, 0.1])

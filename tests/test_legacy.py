@@ -83,6 +83,17 @@ def test_old_checkpoints_rebuild_with_every_weight(name, tmp_path):
     assert module.detector.head.num_anchors == module.detector.anchors.num_anchors
 
 
+def test_checkpoints_with_float64_nms_rebuild(tmp_path):
+    # checkpoints and exports written while the NMS had a float64 switch (it is exact now)
+    path = legacy_checkpoint("retinanet", tmp_path)
+    ckpt = load_checkpoint(path)
+    run = run_config(ckpt)
+    run.model.postprocess.float64_nms = True
+    ckpt["hyper_parameters"]["run_config"] = json.dumps(OmegaConf.to_container(run))
+    assert "float64_nms" not in run_config(ckpt).model.postprocess
+    assert module_from_checkpoint(ckpt).postprocess.nms_thresh == run.model.postprocess.nms_thresh
+
+
 def test_old_checkpoint_evaluates(tmp_path, tiny_cfg):
     path = legacy_checkpoint("retinanet", tmp_path)
     metrics = evaluate(tiny_cfg(f"ckpt_path={path}", "accelerator=cpu", name="eval"))

@@ -163,8 +163,11 @@ def fixed(ev: COCOeval, matching: Matching, errors: Errors, kinds: tuple[str, ..
 
 def map_50(coco_gt: COCO, results: list[dict], image_ids: list[int]) -> float | None:
     """pycocotools' mAP_50 (stats[1]), from an evaluation at IoU 0.5 only; None when no
-    category has ground truth left (pycocotools' -1)."""
-    ev = run_cocoeval(coco_gt, results, image_ids, iou_thrs=[FOREGROUND_IOU])
+    category has ground truth left (pycocotools' -1). Scored by pycocotools, like the
+    evaluation the errors are read from (faster-coco-eval's can differ in the last bit, and
+    a gain would then show it)."""
+    ev = run_cocoeval(coco_gt, results, image_ids, iou_thrs=[FOREGROUND_IOU],
+                      backend="pycocotools")
     ap = mean_valid(precision_at(ev, FOREGROUND_IOU))
     return None if ap == -1 else ap
 

@@ -40,7 +40,15 @@ class Matching:
 
 def match(ev: COCOeval, iou: float = 0.5) -> Matching:
     """COCOeval's matching of an evaluated ``ev`` at the threshold ``iou`` (one of its
-    ``params.iouThrs``), area "all", 100 detections per image."""
+    ``params.iouThrs``), area "all", 100 detections per image.
+
+    Raises:
+        TypeError: ``ev`` is not pycocotools' (faster-coco-eval keeps no ``evalImgs``).
+    """
+    if not isinstance(ev, COCOeval):
+        raise TypeError(f"matching reads pycocotools' per-image records (evalImgs), which "
+                        f"{type(ev).__name__} does not keep: run_cocoeval(..., "
+                        "backend='pycocotools')")
     t = iou_index(ev, iou)
     all_area = ev.params.areaRng[ev.params.areaRngLbl.index("all")]
     out = Matching()

@@ -78,7 +78,7 @@ def write_report(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ev = run_cocoeval(coco_gt, results, image_ids)
+    ev = run_cocoeval(coco_gt, results, image_ids, backend="pycocotools")  # matching: evalImgs
     stats, table = summarize(ev)
     log.info("pycocotools:\n%s", table)
     rows = per_class.per_class_rows(ev)

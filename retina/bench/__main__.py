@@ -2,6 +2,7 @@
 
     python -m retina.bench speed [--sizes 512 640] [--batch 2] [--quick] [--out FILE]
     python -m retina.bench accuracy [--minutes 10] [--seed 0] [--out FILE]
+    python -m retina.bench eval     # COCO evaluation: faster-coco-eval vs pycocotools
     python -m retina.bench probe    # the machine's matmul GFLOP/s, to write beside any timing
 """
 
@@ -49,6 +50,12 @@ def main(argv: list[str] | None = None) -> dict:
     ac.add_argument("--models", nargs="+", default=["retinanet", "gfl", "torchvision"])
     ac.add_argument("--seed", type=int, default=0)
     ac.add_argument("--out", help="write the JSON report here")
+    ev = sub.add_parser("eval", help="COCO evaluation time, faster-coco-eval vs pycocotools")
+    ev.add_argument("--images", type=int, default=500)
+    ev.add_argument("--dets", type=int, default=100, help="detections per image")
+    ev.add_argument("--classes", type=int, default=80)
+    ev.add_argument("--repeats", type=int, default=3)
+    ev.add_argument("--out", help="write the JSON report here")
     sub.add_parser("probe", help="matmul GFLOP/s of this machine (2048^2 float32, best of 5)")
     args = parser.parse_args(argv)
     if args.command == "probe":
@@ -66,6 +73,10 @@ def main(argv: list[str] | None = None) -> dict:
         report = speed(args.sizes, args.batch, args.repeats, args.threads)
         report["config"] = {"sizes": args.sizes, "batch": args.batch, "repeats": args.repeats,
                             "threads": args.threads, "quick": args.quick}
+    elif args.command == "eval":
+        from retina.bench.evaluation import eval_speed, print_eval
+
+        report = {"eval": eval_speed(args.images, args.dets, args.classes, args.repeats)}
     else:
         from retina.bench.accuracy import accuracy
 
@@ -74,6 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
     report["command"] = "python -m retina.bench " + " ".join(argv)
     if args.command == "speed":
         print_speed(report)
+    if args.command == "eval":
+        print_eval(report)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=2)

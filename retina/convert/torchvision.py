@@ -13,9 +13,9 @@ What makes the converted model compute torchvision's detections (the experiment 
   after normalisation (``pad_after_norm``);
 - the same anchors: sizes truncated to whole pixels and corners rounded
   (``integer_cells``), steps of input size // map size (``strides_from_input``);
-- the same postprocess: score > 0.05, top 1000 per level, class-wise NMS at 0.5 (in
-  float64: exact like ``batched_nms``' per-class loop), 300 detections, box deltas
-  clamped at log(1000 / 16) (``DeltaCoder``'s default).
+- the same postprocess: score > 0.05, top 1000 per level, class-wise NMS at 0.5 (exact,
+  like ``batched_nms``' per-class loop over 1000 candidates on CPU: ``nms_rank``), 300
+  detections, box deltas clamped at log(1000 / 16) (``DeltaCoder``'s default).
 """
 
 from __future__ import annotations

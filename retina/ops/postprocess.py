@@ -27,16 +27,47 @@ class BoxCoder(Protocol):
         ...
 
 
+def group_cells(
+    boxes: Tensor, image: Tensor, labels: Tensor, num_classes: int, batch: int
+) -> Tensor:
+    """(P, 4) float64 shift that puts each (image, class) group in its own cell of a grid.
+
+    Group ``g = image * K + label`` goes to cell ``(g mod n, g div n)``, ``n = ceil(sqrt(B K))``,
+    cells ``step`` px apart, ``step`` a whole number above every coordinate: boxes of
+    different groups never overlap. Whole-pixel shifts in float64 are exact: a float32
+    coordinate (24 bits) plus a shift under ``2^T`` px fits in float64's 53 bits when the
+    coordinate is 0 or at least ``2^(T - 30)`` px (16 images x 80 classes at 1333 px:
+    ``n = 36``, shifts under 2^16 px, every coordinate 0 or >= 2^-14 px). A grid, not a row
+    of cells, keeps the shifts about sqrt(B K) times smaller.
+    """
+    side = math.isqrt(max(batch * num_classes, 1) - 1) + 1  # n; any n separates the groups
+    step = torch.cat([boxes.flatten(), boxes.new_zeros(1)]).double().max().floor() + 1
+    groups = image * num_classes + labels  # (P,)
+    cell = torch.stack([groups % side, torch.div(groups, side, rounding_mode="floor")], 1)
+    return cell.repeat(1, 2).double() * step  # (P, 4) x y x y
+
+
+def rank_in_image(image: Tensor, batch: int) -> Tensor:
+    """(Q,) image of each kept box, in score order -> its place among its image's (0: best)."""
+    one_hot = (image[:, None] == torch.arange(batch, device=image.device)).long()  # (Q, B)
+    return (one_hot.cumsum(0) * one_hot).sum(1) - 1  # (Q,)
+
+
 def nms_rank(
     boxes: Tensor, scores: Tensor, image: Tensor, labels: Tensor, num_classes: int,
     iou_threshold: float, batch: int,
 ) -> tuple[Tensor, Tensor]:
-    """Class-wise NMS within each image in a single ``nms`` call, and the rank of each kept
-    box within its image. Traceable: no data-dependent Python (the export graph uses it).
+    """Class-wise NMS within each image in a single ``nms`` call, exact, and the rank of each
+    kept box within its image. Traceable: no data-dependent Python (TorchScript graphs use it;
+    ONNX graphs use :func:`onnx_nms`, the same rule).
 
-    Each (image, class) group is shifted to its own region, ``group * (max coordinate + 1)``
-    (torchvision's ``batched_nms`` does the same, but loops over groups on CPU for large
-    inputs).
+    Exact: the boxes are shifted per (image, class) group in float64 (:func:`group_cells`),
+    where the shift loses no bit, so the IoU of two boxes of one group is computed from the
+    same numbers as unshifted, and the kept set is that of ``torchvision.ops.nms`` run on each
+    group alone in float64. On the float32 boxes, per-group ``nms`` keeps the same set but
+    for pairs whose IoU is within float32 rounding (about 1e-7) of the threshold. Shifting
+    in float32 instead (``batched_nms``, mmcv) rounds coordinates to 2^-7 px at 80 classes x
+    1334 px and flips decisions near the threshold.
 
     Args:
         boxes: (P, 4) float x1y1x2y2, >= 0.
@@ -51,12 +82,74 @@ def nms_rank(
         ``kept`` (Q,) indices of the kept boxes by decreasing score, and ``rank`` (Q,) the
         place of each among the kept boxes of its image (0: its best).
     """
-    offset = torch.cat([boxes.flatten(), boxes.new_zeros(1)]).max() + 1  # no branch when P = 0
-    groups = (image * num_classes + labels).to(boxes)  # (P,)
-    kept = nms(boxes + (groups * offset)[:, None], scores, iou_threshold)  # (Q,)
-    one_hot = (image[kept][:, None] == torch.arange(batch, device=image.device)).long()  # (Q, B)
-    rank = (one_hot.cumsum(0) * one_hot).sum(1) - 1  # (Q,)
-    return kept, rank
+    shifted = boxes.double() + group_cells(boxes, image, labels, num_classes, batch)  # (P, 4)
+    kept = nms(shifted, scores.double(), iou_threshold)  # (Q,)
+    return kept, rank_in_image(image[kept], batch)
+
+
+class _MultiClassNMS(torch.autograd.Function):
+    """ONNX NonMaxSuppression over images and classes: boxes (B, L, 4) and scores (B, K, L)
+    (-1: not a candidate of that class) -> selected (Q, 3) rows (image, class, box)."""
+
+    @staticmethod
+    def forward(ctx, boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+        b, k, idx = (scores > -0.5).nonzero(as_tuple=True)  # (P,) each
+        kept, _ = nms_rank(boxes[b, idx], scores[b, k, idx], b, k, scores.shape[1],
+                           iou_threshold, len(boxes))
+        return torch.stack([b, k, idx], 1)[kept]  # what the ONNX op selects, in another order
+
+    @staticmethod
+    def symbolic(g, boxes, scores, iou_threshold: float):
+        most = g.op("Constant", value_t=torch.tensor([2**31 - 1]))  # per image and class
+        iou = g.op("Constant", value_t=torch.tensor([iou_threshold], dtype=torch.float32))
+        floor = g.op("Constant", value_t=torch.tensor([-0.5], dtype=torch.float32))
+        return g.op("NonMaxSuppression", boxes, scores, most, iou, floor)
+
+
+def padded_nms_rank(
+    boxes: Tensor, scores: Tensor, labels: Tensor, keep: Tensor, num_classes: int,
+    iou_threshold: float,
+) -> tuple[Tensor, Tensor]:
+    """:func:`nms_rank` of fixed-size candidates (exported graphs).
+
+    In an ONNX export, ONNX's NonMaxSuppression instead (:func:`onnx_nms`): it takes float32
+    only, where a shift would round, but it runs per image and class itself.
+
+    Args:
+        boxes: (B, L, 4) float32 x1y1x2y2, >= 0.
+        scores: (B, L) in [0, 1].
+        labels: (B, L) long class in 0..num_classes-1.
+        keep: (B, L) bool, the candidates to consider.
+        num_classes: K.
+        iou_threshold: IoU above which the lower-scoring box of a group is dropped.
+
+    Returns:
+        ``kept`` (Q,) indices into B*L of the kept boxes by decreasing score, and ``rank``
+        (Q,) the place of each among the kept boxes of its image.
+    """
+    b, num_cand = scores.shape
+    if torch.onnx.is_in_onnx_export():
+        kept = onnx_nms(boxes, scores, labels, keep, num_classes, iou_threshold)
+        return kept, rank_in_image(torch.div(kept, num_cand, rounding_mode="floor"), b)
+    idx = keep.flatten().nonzero().squeeze(1)  # (P,) into B*L
+    img = torch.div(idx, num_cand, rounding_mode="floor")  # (P,)
+    kept, rank = nms_rank(boxes.flatten(0, 1)[idx], scores.flatten()[idx], img,
+                          labels.flatten()[idx], num_classes, iou_threshold, b)
+    return idx[kept], rank
+
+
+def onnx_nms(
+    boxes: Tensor, scores: Tensor, labels: Tensor, keep: Tensor, num_classes: int,
+    iou_threshold: float,
+) -> Tensor:
+    """ONNX NonMaxSuppression per image and class (no shift): the arguments of
+    :func:`padded_nms_rank` -> (Q,) indices into B*L of the kept boxes by decreasing score."""
+    classes = torch.arange(num_classes, device=labels.device)[None, :, None]  # (1, K, 1)
+    mine = (labels[:, None, :] == classes) & keep[:, None, :]  # (B, K, L)
+    dense = torch.where(mine, scores[:, None, :], -1.0)  # (B, K, L)
+    sel = _MultiClassNMS.apply(boxes, dense, iou_threshold)  # (Q, 3)
+    flat = sel[:, 0] * boxes.shape[1] + sel[:, 2]  # (Q,)
+    return flat[scores.flatten()[flat].argsort(descending=True)]
 
 
 def clip_boxes(boxes: Tensor, sizes: Tensor) -> Tensor:
@@ -109,12 +202,6 @@ class Postprocess:
         topk: candidates per level and image.
         nms_thresh: IoU threshold of class-wise NMS.
         max_det: detections per image.
-        float64_nms: run the NMS of ``__call__`` in float64. :func:`nms_rank` shifts each
-            (image, class) group by a multiple of the largest coordinate; in float32 that
-            rounds coordinates to about groups x size x 2^-24 px (0.008 px for 91 classes
-            at 1333 px) and can flip boxes whose IoU is that close to ``nms_thresh``.
-            float64 keeps them exact, as torchvision's per-class NMS. The graphs of
-            :meth:`padded` stay in float32 (ONNX NonMaxSuppression takes float).
     """
 
     def __init__(
@@ -124,14 +211,12 @@ class Postprocess:
         topk: int = 1000,
         nms_thresh: float = 0.5,
         max_det: int = 100,
-        float64_nms: bool = False,
     ) -> None:
         self.coder = coder
         self.score_thresh = score_thresh
         self.topk = topk
         self.nms_thresh = nms_thresh
         self.max_det = max_det
-        self.float64_nms = float64_nms
 
     @property
     def logit_thresh(self) -> float:
@@ -237,8 +322,7 @@ class Postprocess:
         """
         cand = self.survivors(cls_maps, box_maps, anchors, image_sizes)
         img, labels, b = cand.pop("image"), cand["labels"], image_sizes.shape[0]
-        dtype = torch.float64 if self.float64_nms else torch.float32
-        kept, rank = nms_rank(cand["boxes"].to(dtype), cand["scores"].to(dtype), img, labels,
+        kept, rank = nms_rank(cand["boxes"], cand["scores"], img, labels,
                               self.num_classes(cls_maps, anchors), self.nms_thresh, b)
         kept = kept[rank < self.max_det]  # by score; a stable sort by image keeps that order
         kept = kept[torch.sort(img[kept], stable=True).indices]
@@ -252,8 +336,9 @@ class Postprocess:
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """Detections as fixed-size tensors, with no data-dependent Python (exported graphs).
 
-        The same candidates (:meth:`candidates`) and the same :func:`nms_rank`; instead of
-        splitting per image, each kept detection's rank within its image gives its row.
+        The same candidates (:meth:`candidates`) and the same NMS (:func:`padded_nms_rank`);
+        instead of splitting per image, each kept detection's rank within its image gives
+        its row.
 
         Args:
             cls_maps, box_maps, anchors, image_sizes: as :meth:`__call__`; ``image_sizes``
@@ -267,22 +352,19 @@ class Postprocess:
             cls_maps, box_maps, anchors, image_sizes
         )  # (B, L, 4), (B, L), (B, L), (B, L)
         b, num_cand = scores.shape
-        idx = keep.flatten().nonzero().squeeze(1)  # (P,) into B*L
-        img = torch.div(idx, num_cand, rounding_mode="floor")  # (P,)
-        cand_boxes = boxes.flatten(0, 1)[idx].float()  # (P, 4)
-        cand_scores = scores.flatten()[idx]  # (P,)
-        cand_labels = labels.flatten()[idx]  # (P,)
-        kept, rank = nms_rank(cand_boxes, cand_scores, img, cand_labels,
-                              self.num_classes(cls_maps, anchors), self.nms_thresh, b)
+        boxes = boxes.float()
+        kept, rank = padded_nms_rank(boxes, scores, labels, keep,
+                                     self.num_classes(cls_maps, anchors), self.nms_thresh)
         sel = (rank < self.max_det).nonzero().squeeze(1)  # (S,)
-        rows, cols, src = img[kept][sel], rank[sel], kept[sel]
+        src, cols = kept[sel], rank[sel]
+        rows = torch.div(src, num_cand, rounding_mode="floor")
         num_dets = (rows[:, None] == torch.arange(b, device=rows.device)).long().sum(0)  # (B,)
 
         def scatter(values: Tensor, fill: float) -> Tensor:
-            """(P, ...) candidate values -> (B, D, ...) padded rows."""
-            out = values.new_full((b, self.max_det, *values.shape[1:]), fill)
-            return out.index_put((rows, cols), values[src])
+            """(B, L, ...) candidate values -> (B, D, ...) padded rows."""
+            flat = values.flatten(0, 1)  # (B*L, ...)
+            out = flat.new_full((b, self.max_det, *flat.shape[1:]), fill)
+            return out.index_put((rows, cols), flat[src])
 
-        fields = {name: scatter(v.flatten(0, 1)[idx].float(), 0.0) for name, v in extra.items()}
-        return (scatter(cand_boxes, 0.0), scatter(cand_scores, 0.0), scatter(cand_labels, -1),
-                num_dets, fields)
+        fields = {name: scatter(v.float(), 0.0) for name, v in extra.items()}
+        return (scatter(boxes, 0.0), scatter(scores, 0.0), scatter(labels, -1), num_dets, fields)

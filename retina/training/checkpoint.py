@@ -97,9 +97,12 @@ def upgrade_model_config(model: dict) -> dict:
     Before: ``model.anchors`` beside the detector, the head built by Hydra with
     ``num_anchors``/``num_levels``/``in_channels``, the coder inside the postprocess (and
     a second copy inside the loss). Now: ``model.detector.anchors``, the head a partial
-    that the Detector completes, one ``model.coder``.
+    that the Detector completes, one ``model.coder``. ``postprocess.float64_nms`` is
+    dropped: the NMS is exact without it.
     """
     model = _rename_targets(copy.deepcopy(model))
+    if isinstance(model.get("postprocess"), dict):
+        model["postprocess"].pop("float64_nms", None)
     if "anchors" not in model:
         return model
     detector = model["detector"]

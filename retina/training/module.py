@@ -16,7 +16,14 @@ from retina.losses.criterion import Criterion
 from retina.model.detector import Detector
 from retina.ops.levels import flatten_levels, foreground_logits, scale_to_original
 from retina.ops.postprocess import Postprocess
-from retina.training.coco_eval import per_class_metrics, run_cocoeval, summarize, to_coco_results
+from retina.training.coco_eval import (
+    BACKENDS,
+    check_backend,
+    per_class_metrics,
+    run_cocoeval,
+    summarize,
+    to_coco_results,
+)
 from retina.training.init_from import init_detector
 from retina.training.nonfinite import NonFiniteGuard
 
@@ -60,6 +67,8 @@ class CocoDetectionTask(L.LightningModule):
         scheduler: partial taking ``(optimizer, total_steps)``; stepped every iteration.
         no_decay_norm_bias: no weight decay on 1-d parameters (norms, biases).
         cat_ids: dataset category id of each contiguous label.
+        eval_backend: the COCOeval that scores validation, one of
+            :data:`retina.training.coco_eval.BACKENDS` (the same numbers).
     """
 
     def __init__(
@@ -68,12 +77,14 @@ class CocoDetectionTask(L.LightningModule):
         scheduler: Callable[..., Any] | None,
         no_decay_norm_bias: bool,
         cat_ids: list[int],
+        eval_backend: str = BACKENDS[0],
     ) -> None:
         super().__init__()
         self.optimizer_fn = optimizer
         self.scheduler_fn = scheduler
         self.no_decay_norm_bias = no_decay_norm_bias
         self.cat_ids = list(cat_ids)
+        self.eval_backend = check_backend(eval_backend, "model.eval_backend")
         self._results: list[dict] = []
         self._image_ids: list[int] = []
         self._coco_gt: COCO | None = None
@@ -131,7 +142,7 @@ class CocoDetectionTask(L.LightningModule):
         if not self.trainer.sanity_checking:
             self.validated_step = self.trainer.global_step
         coco_gt = self.coco_gt()
-        ev = run_cocoeval(coco_gt, results, image_ids)
+        ev = run_cocoeval(coco_gt, results, image_ids, backend=self.eval_backend)
         metrics, self.last_coco_table = summarize(ev)
         self.last_results, self.last_image_ids = results, image_ids
         self.last_class_ap = {coco_gt.cats[c]["name"]: m["AP"]
@@ -179,6 +190,8 @@ class DetectionModule(CocoDetectionTask):
         init_from: a retina ``.ckpt`` or ``.safetensors`` file whose Detector weights replace
             the initial ones, checked strictly but for a class predictor of another number
             of classes, which keeps its prior (see :mod:`retina.training.init_from`).
+        eval_backend: the COCOeval of validation: ``faster-coco-eval`` or ``pycocotools``
+            (the reference), the same numbers.
     """
 
     def __init__(
@@ -194,10 +207,11 @@ class DetectionModule(CocoDetectionTask):
         cat_ids: list[int] | None = None,
         run_config: str | None = None,
         init_from: str | None = None,
+        eval_backend: str = BACKENDS[0],
     ) -> None:
         num_classes = detector.head.num_classes
         cat_ids = list(cat_ids or range(1, num_classes + 1))
-        super().__init__(optimizer, scheduler, no_decay_norm_bias, cat_ids)
+        super().__init__(optimizer, scheduler, no_decay_norm_bias, cat_ids, eval_backend)
         self.detector = detector
         if init_from:
             init_detector(detector, init_from, run_config)

@@ -1,13 +1,13 @@
 """retina.ops.postprocess: against a per-image, per-class reference; GFL's spread."""
 
 import torch
-from torchvision.ops import nms
+from torchvision.ops import batched_nms, nms
 
 from retina.model.anchors import AnchorGenerator
 from retina.ops.boxes import DeltaCoder, DistanceCoder
 from retina.ops.levels import flatten_levels
-from retina.ops.postprocess import Postprocess
-from tests.helpers import gfl_anchors
+from retina.ops.postprocess import Postprocess, nms_rank
+from tests.helpers import gfl_anchors, near_threshold_pairs, per_group_nms
 
 
 def reference(cls_maps, box_maps, anchors, sizes, pp, k):
@@ -142,6 +142,47 @@ def test_postprocess_gathers_spread_like_the_boxes():
     assert set(retina[0]) == {"boxes", "scores", "labels"}
 
 
+def test_nms_rank_is_per_image_per_class_nms_at_coco_size():
+    # 16 images x 80 classes at 1333 x 800, 12 boxes per group in pairs near IoU 0.5
+    boxes, scores, image, labels = near_threshold_pairs(16, 80)
+    kept, rank = nms_rank(boxes, scores, image, labels, 80, 0.5, 16)
+    exact = per_group_nms(boxes, scores, image, labels, 0.5)
+    assert set(kept.tolist()) == exact == per_group_nms(boxes, scores, image, labels, 0.5,
+                                                        torch.float32)
+    assert 0 < len(exact) < len(boxes)  # 1280 groups x (6 + the pairs under the threshold)
+    assert (scores[kept][:-1] >= scores[kept][1:]).all()  # by decreasing score
+    for i in range(16):  # rank: place among the kept boxes of the image
+        assert rank[image[kept] == i].tolist() == list(range(int((image[kept] == i).sum())))
+    # a float32 shift of (image * K + class) x 1334 px (before) flips many of them, and
+    # torchvision's batched_nms shifts each image's classes in float32 alike
+    group = (image * 80 + labels).float()
+    shifted = nms(boxes + (group * (boxes.max() + 1))[:, None], scores, 0.5)
+    assert len(set(shifted.tolist()) ^ exact) > 100
+    per_image = set()
+    for i in range(16):
+        m = (image == i).nonzero().squeeze(1)
+        per_image |= set(m[batched_nms(boxes[m], scores[m], labels[m], 0.5)].tolist())
+    assert per_image != exact
+
+
+def test_nms_rank_is_exact_for_boxes_under_a_pixel():
+    # pairs of 0.01 px boxes at IoU 0.5 -+ 1e-6 in image 1, class 2 of 2 images x 3 classes;
+    # a 1333 px box elsewhere makes the cells 1334 px: this group moves by (2668, 1334) px,
+    # where float32 steps 2^-11 px, a tenth of these boxes
+    w, pairs = 0.01, []
+    for eps, y in ((-1e-6, 0.003), (1e-6, 0.5)):  # the second pair far below the first
+        d = w * (1 - (0.5 + eps)) / (1 + (0.5 + eps))
+        pairs += [[0.002, y, 0.002 + w, y + w], [0.002 + d, y, 0.002 + d + w, y + w]]
+    boxes = torch.tensor(pairs + [[0.0, 0.0, 1333.0, 800.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5])
+    image, labels = torch.tensor([1, 1, 1, 1, 0]), torch.tensor([2, 2, 2, 2, 0])
+    kept, rank = nms_rank(boxes, scores, image, labels, 3, 0.5, 2)
+    assert set(kept.tolist()) == per_group_nms(boxes, scores, image, labels, 0.5)
+    assert kept.tolist() == [0, 1, 2, 4] and rank.tolist() == [0, 1, 2, 0]  # IoU 0.5 + 1e-6 goes
+    kept, rank = nms_rank(boxes[:0], scores[:0], image[:0], labels[:0], 3, 0.5, 2)
+    assert kept.shape == rank.shape == (0,)
+
+
 class CornersCoder:
     """The box outputs are the boxes themselves (x1y1x2y2): places boxes exactly."""
 
@@ -149,12 +190,12 @@ class CornersCoder:
         return box_reg
 
 
-def test_float64_nms_keeps_the_class_offsets_exact():
+def test_postprocess_keeps_the_class_offsets_exact():
     # boxes A and B of class 90 of 91, A = [1200, 1200, 1300, 1300], B = A shifted right by
     # x = 100 (1 - I) / (1 + I) for I = 0.5 + 1e-5 (IoU (100 - x) / (100 + x) = I): B goes.
-    # nms_rank shifts class 90 by 90 x 1334 = 120060 px, where float32 steps 2^-7 px: the
-    # IoU seen there falls under 0.5 and B stays. A class-0 box makes the largest
-    # coordinate 1333.
+    # A float32 shift of class 90 by 90 x 1334 = 120060 px, where float32 steps 2^-7 px,
+    # makes the IoU fall under 0.5 and keeps B. A class-0 box makes the largest coordinate
+    # 1333.
     iou = 0.5 + 1e-5
     x = 100 * (1 - iou) / (1 + iou)
     boxes = torch.tensor([[1200, 1200, 1300, 1300], [1200 + x, 1200, 1300 + x, 1300],
@@ -165,9 +206,10 @@ def test_float64_nms_keeps_the_class_offsets_exact():
     cls_map[0, 0, 0, 2] = 1.0
     anchors = [torch.zeros(3, 4)]
     sizes = torch.tensor([[1334, 1334]])
-    exact = nms(boxes[:2].double(), torch.tensor([2.0, 1.0], dtype=torch.float64), 0.5)
-    assert exact.tolist() == [0]
-    (dets,) = Postprocess(CornersCoder(), float64_nms=True)([cls_map], [box_map], anchors, sizes)
+    assert nms(boxes[:2], torch.tensor([2.0, 1.0]), 0.5).tolist() == [0]
+    assert nms(boxes[:2] + 120060, torch.tensor([2.0, 1.0]), 0.5).tolist() == [0, 1]
+    pp = Postprocess(CornersCoder())
+    (dets,) = pp([cls_map], [box_map], anchors, sizes)
     assert dets["labels"].tolist() == [90, 0]
-    (rounded,) = Postprocess(CornersCoder())([cls_map], [box_map], anchors, sizes)
-    assert rounded["labels"].tolist() == [90, 90, 0]  # float32: B survives
+    boxes, scores, labels, num_dets, _ = pp.padded([cls_map], [box_map], anchors, sizes)
+    assert num_dets.tolist() == [2] and labels[0, :2].tolist() == [90, 0]

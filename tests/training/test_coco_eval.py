@@ -1,4 +1,4 @@
-"""retina.training.coco_eval: the COCO numbers are pycocotools' own."""
+"""retina.training.coco_eval: the COCO numbers are pycocotools' own, with either backend."""
 
 import json
 
@@ -10,6 +10,7 @@ from pycocotools.cocoeval import COCOeval
 
 from retina.data.coco import load_coco
 from retina.training.coco_eval import (
+    BACKENDS,
     PER_CLASS_STATS,
     coco_evaluate,
     from_coco_results,
@@ -19,10 +20,11 @@ from retina.training.coco_eval import (
     to_coco_results,
 )
 from retina.training.config import ROOT
-from tests.helpers import LABELME_COCO, jittered_results, per_category_stats
+from tests.helpers import LABELME_COCO, jittered_results, one_image_coco, per_category_stats
 
 
-def test_coco_numbers_equal_pycocotools_run_directly(tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_coco_numbers_equal_pycocotools_run_directly(tmp_path, backend):
     gt = {
         "images": [{"id": i, "width": 100, "height": 100, "file_name": f"{i}.png"} for i in (1, 2, 3)],
         "categories": [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}],
@@ -42,12 +44,69 @@ def test_coco_numbers_equal_pycocotools_run_directly(tmp_path):
          "score": float(rng.uniform())}
         for _ in range(40)
     ] + [{"image_id": 1, "category_id": 3, "bbox": [11, 9, 30, 31], "score": 0.9}]
-    ours, _ = coco_evaluate(COCO(str(path)), [dict(d) for d in dets])
+    ours, _ = coco_evaluate(COCO(str(path)), [dict(d) for d in dets], backend=backend)
     gt_coco = COCO(str(path))
     ev = COCOeval(gt_coco, gt_coco.loadRes([dict(d) for d in dets]), "bbox")
     ev.evaluate(), ev.accumulate(), ev.summarize()
-    assert list(ours.values()) == [float(s) for s in ev.stats]
+    np.testing.assert_allclose(list(ours.values()), ev.stats, rtol=0, atol=1e-6)
     assert ours["mAP"] > 0
+
+
+# ---------------------------------------------------------------- the two backends
+
+
+def same_evaluation(coco: COCO, results: list[dict], **kwargs) -> dict[str, float]:
+    """faster-coco-eval and pycocotools give the same 12 numbers (to 1e-6, and the same
+    table), per-class numbers and precision / recall / score arrays."""
+    fast, ref = (run_cocoeval(coco, results, backend=b, **kwargs) for b in BACKENDS)
+    assert type(fast).__name__ == "COCOeval_faster" and type(ref) is COCOeval
+    (stats, table), (ref_stats, ref_table) = summarize(fast), summarize(ref)
+    np.testing.assert_allclose(list(stats.values()), list(ref_stats.values()), rtol=0, atol=1e-6)
+    assert table == ref_table and len(table.splitlines()) == 12
+    for key in ("precision", "recall", "scores"):
+        np.testing.assert_allclose(fast.eval[key], ref.eval[key], rtol=0, atol=1e-6, err_msg=key)
+    if not kwargs.get("iou_thrs"):
+        fast_class, ref_class = per_class_metrics(fast), per_class_metrics(ref)
+        assert fast_class.keys() == ref_class.keys()
+        for cat in ref_class:
+            np.testing.assert_allclose(list(fast_class[cat].values()),
+                                       list(ref_class[cat].values()), rtol=0, atol=1e-6)
+    return ref_stats
+
+
+def test_backends_agree_on_neon():
+    coco = load_coco(ROOT / "data" / "neon_trees" / "annotations" / "val.json")  # 1 class
+    for seed in range(3):  # gt boxes jittered and rescaled, 5 false boxes per image
+        stats = same_evaluation(coco, jittered_results(coco, seed=seed, wrong_class=0.0))
+        assert 0.1 < stats["mAP"] < 0.9
+    ids = sorted(coco.imgs)
+    results = jittered_results(coco, seed=3, wrong_class=0.0)
+    same_evaluation(coco, results, image_ids=ids[::2])  # some images only
+    same_evaluation(coco, results, iou_thrs=[0.5])  # the error breakdown's re-scoring
+    assert same_evaluation(coco, [])["mAP"] == 0.0  # no detections
+
+
+def test_backends_agree_on_a_multi_class_fixture(labelme):
+    coco = load_coco(labelme / LABELME_COCO / "annotations.json")  # 3 photos, 6 of 21 classes
+    for seed in range(3):  # wrong classes: detections of categories without ground truth
+        same_evaluation(coco, jittered_results(coco, seed=seed, wrong_class=0.3))
+
+
+def test_backends_agree_with_crowd_boxes_and_small_medium_large(tmp_path):
+    coco = one_image_coco([(1, [10, 10, 20, 20]), (1, [50, 50, 60, 60]), (2, [0, 0, 150, 150]),
+                           (2, [100, 100, 40, 40])], iscrowd=(4,))
+    g = np.random.default_rng(0)
+    results = [{"image_id": 1, "category_id": int(g.integers(1, 3)),
+                "bbox": [float(v) for v in g.uniform(0, 100, 2).tolist() + g.uniform(5, 120, 2).tolist()],
+                "score": float(g.uniform())} for _ in range(300)]  # past maxDets 100
+    results += [{"image_id": 1, "category_id": 2, "bbox": [105, 98, 38, 44], "score": 0.95}]
+    same_evaluation(coco, results)
+
+
+def test_an_unknown_backend_is_named():
+    coco = one_image_coco([(1, [10, 10, 20, 20])])
+    with pytest.raises(ValueError, match="backend must be one of faster-coco-eval, pycocotools"):
+        run_cocoeval(coco, [], backend="cocoapi")
 
 
 # ---------------------------------------------------------------- per class

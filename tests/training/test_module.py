@@ -1,10 +1,16 @@
 """retina.training.module: parameter groups, the optimizer set-up and what validation logs
 per class (validation runs are in e2e/)."""
 
+import pytest
 import torch
 from torch import nn
 
-from retina.training.module import MAX_LOGGED_CLASSES, logged_class_ap, param_groups
+from retina.training.module import (
+    MAX_LOGGED_CLASSES,
+    CocoDetectionTask,
+    logged_class_ap,
+    param_groups,
+)
 
 
 def test_no_decay_norm_bias_puts_1d_parameters_in_a_group_without_decay():
@@ -26,3 +32,10 @@ def test_per_class_ap_is_logged_for_the_first_classes_with_boxes():
     assert list(logged)[:3] == ["val/AP/c1", "val/AP/c2", "val/AP/c4"]
     assert list(logged)[-1] == "val/AP/c29" and logged["val/AP/c29"] == 0.29
     assert logged_class_ap({"Tree": 0.5, "Shrub": -1.0}, limit=1) == {"val/AP/Tree": 0.5}
+
+
+def test_an_unknown_eval_backend_names_the_config_key():
+    assert CocoDetectionTask(None, None, False, [1], "pycocotools").eval_backend == "pycocotools"
+    with pytest.raises(ValueError, match="model.eval_backend must be one of faster-coco-eval, "
+                                         "pycocotools, got 'cocoapi'"):
+        CocoDetectionTask(None, None, False, [1], "cocoapi")
