@@ -228,13 +228,13 @@ def print_accuracy(report: dict) -> None:
     print(f"\nNEON validation after {report['minutes']} min of training per run, seeds "
           f"{report['seeds']}: median [min-max]; AP50 per site (training saw "
           f"{', '.join(report['training_sites'])})")
-    print(f"{'model':<20}{'mAP_50':>20}{'mAP':>20}" + "".join(f"{'AP50 ' + s:>20}" for s in sites)
+    print(f"{'model':<20}{'mAP_50':>22}{'mAP':>22}" + "".join(f"{'AP50 ' + s:>22}" for s in sites)
           + "  epochs")
     for name, r in res.items():
         s = r["summary"]
         epochs = ",".join(map(str, s["epochs"])) + f" of {s['epochs_planned']}"
-        print(f"{name:<20}{cell(s['mAP_50']):>20}{cell(s['mAP']):>20}"
-              + "".join(f"{cell(s['AP50_by_site'][site]):>20}" for site in sites) + f"  {epochs}")
+        print(f"{name:<20}{cell(s['mAP_50']):>22}{cell(s['mAP']):>22}"
+              + "".join(f"{cell(s['AP50_by_site'][site]):>22}" for site in sites) + f"  {epochs}")
     for pair, values in report["ratios"].items():
         print(f"{pair}: " + ", ".join(f"{m} {v:.2f}x" if v is not None else f"{m} -"
                                       for m, v in values.items()))

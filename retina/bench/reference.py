@@ -23,7 +23,7 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from retina.model.anchors import AnchorGenerator
+from retina.model.anchors import AnchorGenerator, cell_anchors
 from retina.ops.levels import scale_to_original
 from retina.training.module import Batch, CocoDetectionTask
 
@@ -62,11 +62,10 @@ class OurAnchors(TorchvisionAnchorGenerator):
 
     def generate_anchors(self, scales, aspect_ratios, dtype=torch.float32,
                          device: torch.device = torch.device("cpu")) -> Tensor:
-        scales = torch.as_tensor(scales, dtype=torch.float64)
-        h_ratios = torch.as_tensor(aspect_ratios, dtype=torch.float64).sqrt()  # (R,)
-        ws = (scales[None, :] / h_ratios[:, None]).reshape(-1)  # (R*S,) ratio outer, scale inner
-        hs = (scales[None, :] * h_ratios[:, None]).reshape(-1)
-        return (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).to(dtype=dtype, device=device)
+        """(R * S, 4) cell anchors centred on (0, 0), exact (torchvision's are rounded)."""
+        cell = cell_anchors(1.0, torch.as_tensor(scales, dtype=torch.float64),
+                            torch.as_tensor(aspect_ratios, dtype=torch.float64))
+        return cell.to(dtype=dtype, device=device)
 
     def forward(self, image_list: ImageList, feature_maps: list[Tensor]) -> list[Tensor]:
         grid_sizes = [f.shape[-2:] for f in feature_maps]
