@@ -1,7 +1,7 @@
 """Benchmarks side by side with torchvision's RetinaNet, each in one process and one run.
 
     python -m retina.bench speed [--sizes 512 640] [--batch 2] [--quick] [--out FILE]
-    python -m retina.bench accuracy [--minutes 10] [--seed 0] [--out FILE]
+    python -m retina.bench accuracy [--minutes 10] [--seeds 3 | --seed 0] [--models ...] [--out FILE]
     python -m retina.bench eval     # COCO evaluation: faster-coco-eval vs pycocotools
     python -m retina.bench probe    # the machine's matmul GFLOP/s, to write beside any timing
 """
@@ -47,8 +47,11 @@ def main(argv: list[str] | None = None) -> dict:
     sp.add_argument("--out", help="write the JSON report here")
     ac = sub.add_parser("accuracy", help="NEON mAP after a fixed CPU budget, ours vs torchvision")
     ac.add_argument("--minutes", type=float, default=10.0, help="training budget per model")
-    ac.add_argument("--models", nargs="+", default=["retinanet", "gfl", "torchvision"])
-    ac.add_argument("--seed", type=int, default=0)
+    ac.add_argument("--models", nargs="+", help="contenders (retina.bench.accuracy.CONTENDERS)",
+                    default=["retinanet", "gfl", "torchvision_fair", "torchvision_default"])
+    seeds = ac.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=0, help="one run per model with this seed")
+    seeds.add_argument("--seeds", type=int, help="N runs per model, seeds 0..N-1")
     ac.add_argument("--out", help="write the JSON report here")
     ev = sub.add_parser("eval", help="COCO evaluation time, faster-coco-eval vs pycocotools")
     ev.add_argument("--images", type=int, default=500)
@@ -80,7 +83,10 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         from retina.bench.accuracy import accuracy
 
-        report = accuracy(args.minutes, args.models, args.seed)
+        if args.seeds is not None and args.seeds < 1:
+            parser.error(f"--seeds must be at least 1, got {args.seeds}")
+        seeds = list(range(args.seeds)) if args.seeds is not None else [args.seed]
+        report = accuracy(args.minutes, args.models, seeds)
     report["machine"] = machine()
     report["command"] = "python -m retina.bench " + " ".join(argv)
     if args.command == "speed":

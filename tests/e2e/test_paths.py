@@ -129,7 +129,13 @@ def test_measuring_commands_run(trained_retinanet, tmp_path):
 
 def test_bench_accuracy_command_writes_its_report(tmp_path):
     out = tmp_path / "accuracy.json"
-    command("retina.bench", "accuracy", "--minutes", "0.05", "--models", "gfl", "--out", str(out),
-            timeout=900)
+    command("retina.bench", "accuracy", "--minutes", "0.05", "--seeds", "2",
+            "--models", "gfl", "torchvision_fair", "--out", str(out), timeout=1200)
     report = json.loads(out.read_text())
-    assert "gfl" in json.dumps(report) and "mAP" in json.dumps(report)
+    assert report["seeds"] == [0, 1] and list(report["results"]) == ["gfl", "torchvision_fair"]
+    for result in report["results"].values():
+        summary = result["summary"]
+        assert [r["seed"] for r in result["runs"]] == [0, 1] and len(summary["epochs"]) == 2
+        assert summary["mAP_50"]["min"] <= summary["mAP_50"]["median"] <= summary["mAP_50"]["max"]
+        assert set(summary["AP50_by_site"]) == {"OSBS", "SOAP", "YELL", "other_sites"}
+    assert set(report["ratios"]["gfl/torchvision_fair"]) == {"mAP_50", "mAP", "AP50_other_sites"}
