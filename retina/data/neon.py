@@ -92,7 +92,7 @@ def neon_tiling(tile: int) -> Tiling:
     return Tiling(tile=tile, overlap=0.0, min_visible=0.5, keep_empty=False, edge="cut")
 
 
-def _scene_record(scene: Scene, src: Path) -> ImageRecord:
+def scene_record(scene: Scene, src: Path) -> ImageRecord:
     """The scene's image and its VOC boxes, all of class "Tree" (labels and difficult are
     not used).
 
@@ -120,7 +120,7 @@ def _write_split(scenes: tuple[Scene, ...], src: Path, out: Path, split: str, ti
     file names, annotation ids image order then XML order.
     """
     (out / split).mkdir(parents=True)
-    records = tile_records([_scene_record(s, src) for s in scenes], src, out / split,
+    records = tile_records([scene_record(s, src) for s in scenes], src, out / split,
                            neon_tiling(tile), prefixes=[s.short for s in scenes])
     report = Report(f"neon {split}")
     coco = records_to_coco(records, [dict(CATEGORY)], report)

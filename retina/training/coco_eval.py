@@ -106,6 +106,7 @@ def run_cocoeval(
     results: list[dict],
     image_ids: list[int] | None = None,
     iou_thrs: Sequence[float] | None = None,
+    max_dets: Sequence[int] | None = None,
 ) -> COCOeval:
     """pycocotools' bbox evaluation, evaluated and accumulated (its prints silenced).
 
@@ -116,6 +117,8 @@ def run_cocoeval(
         image_ids: images to evaluate (default: all images of ``coco_gt``); images
             without detections count as misses.
         iou_thrs: IoU thresholds (default: COCO's 0.50:0.05:0.95).
+        max_dets: three increasing detections-per-image limits (default COCO's 1, 10,
+            100); the mAP stats and ``AR_100`` of :func:`summarize` then use the last.
 
     Returns:
         the COCOeval, with ``evalImgs`` and ``eval`` filled in.
@@ -127,6 +130,8 @@ def run_cocoeval(
             ev.params.imgIds = sorted(set(int(i) for i in image_ids))
         if iou_thrs is not None:
             ev.params.iouThrs = np.asarray(iou_thrs, dtype=np.float64)
+        if max_dets is not None:
+            ev.params.maxDets = [int(m) for m in max_dets]
         ev.evaluate()
         ev.accumulate()
     return ev
