@@ -27,7 +27,13 @@ from retina.data.coco import read_rgb
 from retina.data.neon import CATEGORY, SPLITS, deepforest_data_dir, scene_record
 from retina.data.validate import Report, records_to_coco
 from retina.export import load
-from retina.training.coco_eval import run_cocoeval, summarize, to_coco_results
+from retina.training.coco_eval import (
+    iou_index,
+    mean_valid,
+    run_cocoeval,
+    summarize,
+    to_coco_results,
+)
 
 SCENE = SPLITS["val"][0]  # 2019_YELL_2_541000_4977000_image_crop, 279 trees
 
@@ -43,12 +49,16 @@ def scene_ground_truth() -> tuple[COCO, str]:
 
 
 def score(gt: COCO, det: dict, cat_ids: list[int], max_dets: int) -> dict[str, float]:
+    """COCO's mAP, mAP_50, AR_100, and mAP, mAP_50, AR at ``max_dets`` detections."""
     results = to_coco_results([1], [det], cat_ids)
     coco, _ = summarize(run_cocoeval(gt, results))
-    scene, _ = summarize(run_cocoeval(gt, results, max_dets=(1, 10, max_dets)))
+    ev = run_cocoeval(gt, results, max_dets=(1, 100, max_dets))
+    a = ev.params.areaRngLbl.index("all")
+    precision = ev.eval["precision"][..., a, -1]  # (T, R, K) at max_dets
     return {"mAP": coco["mAP"], "mAP_50": coco["mAP_50"], "AR_100": coco["AR_100"],
-            "scene_mAP": scene["mAP"], "scene_mAP_50": scene["mAP_50"],
-            "scene_AR": scene["AR_100"], "detections": len(results)}
+            "scene_mAP": mean_valid(precision), "scene_mAP_50": mean_valid(
+                precision[iou_index(ev, 0.5)]),
+            "scene_AR": mean_valid(ev.eval["recall"][..., a, -1]), "detections": len(results)}
 
 
 def scene_bench(model: str, tiles: list[int], overlap: float = 0.25, batch_size: int = 4,
@@ -62,7 +72,7 @@ def scene_bench(model: str, tiles: list[int], overlap: float = 0.25, batch_size:
         batch_size: windows per network call.
         max_dets: detections per scene of the ``scene_*`` numbers.
         draw: write a PNG of the scene: resized (left) and the first sliced run (right),
-            boxes scoring >= ``draw_thresh``, at half size.
+            boxes scoring >= ``draw_thresh``, at 0.4 of the size.
     """
     gt, path = scene_ground_truth()
     predictor = load(model)
@@ -101,7 +111,7 @@ def scene_bench(model: str, tiles: list[int], overlap: float = 0.25, batch_size:
     return report
 
 
-def save_small(image: torch.Tensor, path: str, scale: float = 0.5, colors: int = 128) -> None:
+def save_small(image: torch.Tensor, path: str, scale: float = 0.4, colors: int = 32) -> None:
     """(3, H, W) uint8 as a PNG at ``scale``, with a palette of ``colors`` (a small file)."""
     from PIL import Image
 

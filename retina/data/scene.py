@@ -105,18 +105,26 @@ def _to_uint8(bands: np.ndarray, name: str) -> np.ndarray:
 
 
 class RasterioScene(Scene):
-    """A raster file read by windows with rasterio, with its transform and CRS."""
+    """A raster file read by windows with rasterio, with its transform and CRS.
 
-    def __init__(self, path: str | Path) -> None:
+    GDAL's block cache is held to ``cache_mb`` while the scene is open (its default, 5 %
+    of the RAM, would keep every block read, i.e. the whole scene, in memory; 32 MB holds
+    the blocks that the next row of windows reads again).
+    """
+
+    def __init__(self, path: str | Path, cache_mb: int = 32) -> None:
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
         self.name = str(path)
+        self.env = rasterio.Env(GDAL_CACHEMAX=cache_mb * 2**20)  # bytes, through rasterio
+        self.env.__enter__()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:
                 self.src = rasterio.open(path)
             except RasterioIOError as err:
+                self.env.__exit__(None, None, None)
                 raise ValueError(f"{path}: not a raster rasterio can read ({err})") from None
         self.width, self.height = self.src.width, self.src.height
         self.bands = [1, 2, 3] if self.src.count >= 3 else [1]
@@ -133,6 +141,7 @@ class RasterioScene(Scene):
 
     def close(self) -> None:
         self.src.close()
+        self.env.__exit__(None, None, None)
 
 
 def has_rasterio() -> bool:
@@ -141,6 +150,18 @@ def has_rasterio() -> bool:
     except ImportError:
         return False
     return True
+
+
+def georeference(path: str | Path) -> tuple[Affine, str | None] | None:
+    """``(transform, crs)`` of a georeferenced raster file, None in pixel space (or
+    without rasterio)."""
+    if Path(path).suffix.lower() not in RASTERIO_SUFFIXES or not has_rasterio():
+        return None
+    try:
+        with RasterioScene(path) as scene:
+            return (scene.transform, scene.crs) if scene.transform else None
+    except ValueError:
+        return None
 
 
 def open_scene(source: str | Path | Tensor) -> Scene:

@@ -117,8 +117,9 @@ def run_cocoeval(
         image_ids: images to evaluate (default: all images of ``coco_gt``); images
             without detections count as misses.
         iou_thrs: IoU thresholds (default: COCO's 0.50:0.05:0.95).
-        max_dets: three increasing detections-per-image limits (default COCO's 1, 10,
-            100); the mAP stats and ``AR_100`` of :func:`summarize` then use the last.
+        max_dets: increasing detections-per-image limits (default COCO's 1, 10, 100),
+            the last axis of ``ev.eval``'s arrays (``summarize`` reads ``mAP`` at 100
+            whatever they are).
 
     Returns:
         the COCOeval, with ``evalImgs`` and ``eval`` filled in.

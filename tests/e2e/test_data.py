@@ -17,6 +17,7 @@ from PIL import Image
 from retina.data import CocoDetection, neon
 from retina.data.convert import convert
 from retina.data.convert import main as convert_main
+from retina.data.tile import main as tile_main
 from retina.training.run import train
 from tests.helpers import add_label_line
 
@@ -112,3 +113,14 @@ def test_fast_dev_run_on_voc(tiny_cfg, voc_root: Path, tmp_path: Path):
     metrics = train(cfg)
     assert {"val/mAP", "val/mAP_50", "val/AR_100"} <= set(metrics)
     assert len(list((tmp_path / "cache").glob("voc_all_*.json"))) == 1
+
+
+def test_fast_dev_run_on_tiles_of_voc(tiny_cfg, voc_root: Path, tmp_path: Path):
+    out = tmp_path / "tiles"
+    assert tile_main(["format=voc", f"root={voc_root}", f"out={out}", "tile=256",
+                      "overlap=0.25"]) == 0
+    ann, images = out / "annotations.json", out / "images"
+    cfg = tiny_cfg("debug=fdr", "data=coco", f"data.train_ann={ann}", f"data.train_images={images}",
+                   f"data.val_ann={ann}", f"data.val_images={images}")
+    metrics = train(cfg)
+    assert {"val/mAP", "val/mAP_50", "val/AR_100"} <= set(metrics)
