@@ -101,9 +101,10 @@ def scene_bench(model: str, tiles: list[int], overlap: float = 0.25, batch_size:
               "overlap": overlap, "max_dets": max_dets, "model": str(model), "results": rows}
     if draw:
         image = read_rgb(path)
-        panels = [draw_bounding_boxes(image, d["boxes"][d["scores"] >= draw_thresh],
-                                      colors="yellow", width=2)
-                  for d in (drawn["resize"], drawn[f"sliced tile={tiles[0]}"])]
+        boxes = [d["boxes"][d["scores"] >= draw_thresh]
+                 for d in (drawn["resize"], drawn[f"sliced tile={tiles[0]}"])]
+        panels = [draw_bounding_boxes(image, b, colors="yellow", width=2) if len(b) else image
+                  for b in boxes]
         picture = torch.cat([panels[0], torch.full((3, image.shape[1], 8), 255,
                                                    dtype=torch.uint8), panels[1]], dim=2)
         save_small(picture, draw)

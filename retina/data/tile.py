@@ -292,6 +292,10 @@ def tile_dataset(cfg: TileConfig) -> tuple[Path, TileCounts]:
     tiled = records_to_coco(records, coco["categories"], report)
     tiled["info"] = {"description": f"{cfg.tile}-px tiles of {source} (retina.data.tile)",
                      "retina": {"tiling": vars(tiling), "counts": vars(counts)}}
+    if counts.lost:
+        log.warning("%d boxes went to no tile: no tile holds min_visible=%s of them (larger "
+                    "than a tile, or too little overlap); raise tile or overlap, or lower "
+                    "min_visible", counts.lost, tiling.min_visible)
     ann = out / "annotations.json"
     ann.write_text(json.dumps(tiled, indent=1))
     from retina.data.coco import CocoDetection
