@@ -87,7 +87,7 @@ def deepforest_data_dir() -> Path:
 
 # The NEON tiles: the plain grid of step ``tile`` from (0, 0), edge tiles cut at the border,
 # a box in every tile that holds at least half of it, tiles without boxes left out. The
-# default model's numbers depend on these exact tiles (tests/data/test_neon.py keeps them).
+# default model's numbers depend on these exact tiles (tests/e2e/test_data.py keeps them).
 def neon_tiling(tile: int) -> Tiling:
     return Tiling(tile=tile, overlap=0.0, min_visible=0.5, keep_empty=False, edge="cut")
 

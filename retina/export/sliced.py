@@ -2,9 +2,9 @@
 
 The scene is covered by overlapping ``tile`` x ``tile`` windows (``retina.data.tile.windows``,
 the last row and column shifted in to end at the border). Each window goes through the
-predictor like any image (so every format of ``retina.load`` works: a window is resized to
-the model input like any image; ``tile`` equal to the input size means no resize), ``batch_size``
-windows at a time. Boxes are shifted to scene pixels and merged across windows by
+predictor like any image, ``batch_size`` windows at a time, so every format of
+``retina.load`` works; it is resized to the model input like any image (``tile`` equal to
+the input side: no resize). Boxes are shifted to scene pixels and merged across windows by
 ``retina.ops.tiles.merge_windows``: seams first (an object cut by a window border is kept
 once and whole), then class-wise NMS (or score-weighted fusion) of duplicates in overlaps.
 
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from retina.data.scene import Scene, open_scene
 from retina.data.tile import windows
-from retina.ops.tiles import merge_windows
+from retina.ops.tiles import MERGES, merge_windows
 
 Detections = list[dict[str, Tensor]]
 # fraction of the tile within which a box touching an inner window edge counts as cut
@@ -66,6 +66,8 @@ def predict_scene(
         ``boxes`` (D, 4) x1y1x2y2 in scene pixels, ``scores`` (D,), ``labels`` (D,) and the
         predictor's other fields, sorted by decreasing score.
     """
+    if merge not in MERGES:  # before any window is predicted
+        raise ValueError(f"merge={merge!r}: expected one of {MERGES}")
     wins = windows(scene.width, scene.height, tile, overlap)
     margin = MARGIN * tile if margin is None else margin
     parts, window_of = [], []
