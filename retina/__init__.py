@@ -8,8 +8,9 @@ Layers, lowest first; a module imports only from lower layers and its own folder
 2. ``assign`` (MaxIoU, ATSS: one contract)
 3. ``losses`` (loss functions and the criteria composing an assigner with them)
 4. ``training`` (LightningModule, checkpoint rebuild, COCO evaluation, run building)
-5. ``export``, ``analysis``, ``bench``, ``sweeps``
-6. entry points ``train``, ``eval``, ``predict``, ``convert`` (torchvision and mmdetection
+5. ``export``, ``analysis``, ``sweeps``
+6. ``bench`` (benchmarks, also of the exported predictors)
+7. entry points ``train``, ``eval``, ``predict``, ``convert`` (torchvision and mmdetection
    detectors to retina checkpoints and exports, written with ``export``): nothing imports them
 """
 

@@ -8,7 +8,15 @@
 - ``images.json``: ``{file name: image id}`` (ids 1..N in file order, or taken from
   ``ann=COCO_FILE`` by file name, so that the results can be evaluated against it);
 - with ``draw=true``, ``drawn/<name>.png``: boxes scoring >= ``draw_thresh`` with class
-  names and scores.
+  names and scores;
+- for a georeferenced image (a GeoTIFF, with ``rasterio`` installed: ``pip install
+  'retina[geo]'``), ``geojson/<name>.geojson``: the boxes as polygons in the image's CRS
+  with score, label and class name (``retina.export.geo``).
+
+With ``tile=N`` each image is a scene predicted window by window at native scale
+(``predict_large``: N-px windows overlapping by ``overlap``, merged across seams by
+``merge``, read by windows, see ``retina.export.sliced``); otherwise each image is resized
+to the model input.
 
 Options are ``key=value`` like the Hydra commands, parsed with OmegaConf (not Hydra:
 ``model=`` would select the training config group ``model``).
@@ -20,6 +28,7 @@ import glob
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +39,8 @@ from torchvision.utils import draw_bounding_boxes
 from tqdm import tqdm
 
 from retina.data.coco import load_coco, read_rgb
+from retina.data.scene import georeference, open_scene
+from retina.export.geo import to_geojson, write_geojson
 from retina.training.coco_eval import to_coco_results
 
 log = logging.getLogger(__name__)
@@ -43,11 +54,14 @@ class PredictConfig:
     images: str = MISSING  # a folder (every file in it), a glob pattern or one file
     out: str = MISSING  # output folder
     draw: bool = False  # also write drawn images
-    batch_size: int = 4
+    batch_size: int = 4  # images per network call (sliced: windows)
     draw_thresh: float = 0.3  # drawn boxes: score >= this
     ann: str | None = None  # COCO file to take image ids from (by file_name)
     device: str = "cpu"  # eager formats only
     progress: bool = True
+    tile: int | None = None  # sliced prediction: window side in image pixels (null: resize)
+    overlap: float = 0.25  # sliced: fraction of a window shared with each neighbour
+    merge: str = "nms"  # sliced: nms | fusion (score-weighted fusion of duplicate boxes)
 
 
 def find_files(spec: str) -> tuple[list[Path], Path]:
@@ -99,6 +113,34 @@ def image_ids_from(ann: str | Path, names: list[str]) -> dict[str, int]:
     return {n: by_name.get(n, by_name.get(Path(n).name)) for n in names}
 
 
+def resized(predictor, files: list[Path], cfg: PredictConfig) -> Iterator[tuple]:
+    """``(index, image, detections)`` per file, ``batch_size`` images per call, each resized
+    to the model input; ``(index, None, None)`` for a file that is not an image."""
+    for start in range(0, len(files), cfg.batch_size):
+        chunk = range(start, min(start + cfg.batch_size, len(files)))
+        images = {i: im for i in chunk if (im := read_image(files[i])) is not None}
+        dets = dict(zip(images, predictor(list(images.values())))) if images else {}
+        for i in chunk:
+            yield i, images.get(i), dets.get(i)
+
+
+def sliced(predictor, files: list[Path], cfg: PredictConfig) -> Iterator[tuple]:
+    """Like :func:`resized`, each file predicted window by window (``predict_large``); the
+    image is read whole only to be drawn."""
+    for i, path in enumerate(files):
+        try:
+            scene = open_scene(path)
+        except ValueError as err:
+            log.warning("skipping %s: %s", path, err)
+            yield i, None, None
+            continue
+        with scene:
+            det = predictor.predict_large(scene, cfg.tile, cfg.overlap, cfg.batch_size,
+                                          cfg.merge, progress=cfg.progress)
+            image = scene.read((0, 0, scene.width, scene.height)) if cfg.draw else None
+        yield i, image, det
+
+
 def predict(cfg: PredictConfig) -> dict[str, int]:
     """Run ``cfg.model`` over ``cfg.images`` and write the files of the module docstring.
 
@@ -111,28 +153,27 @@ def predict(cfg: PredictConfig) -> dict[str, int]:
     files, root = find_files(cfg.images)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.draw:
-        (out / "drawn").mkdir(exist_ok=True)
     names = [p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name for p in files]
     ids = image_ids_from(cfg.ann, names) if cfg.ann else {n: i + 1 for i, n in enumerate(names)}
 
     results, mapping, skipped = [], {}, 0
     bar = tqdm(total=len(files), unit="img", disable=not cfg.progress, desc="predict")
-    for start in range(0, len(files), cfg.batch_size):
-        chunk = range(start, min(start + cfg.batch_size, len(files)))
-        batch = [(names[i], im) for i in chunk if (im := read_image(files[i])) is not None]
-        bar.update(len(chunk))
-        skipped += len(chunk) - len(batch)
-        if not batch:
+    for i, image, det in (sliced if cfg.tile else resized)(predictor, files, cfg):
+        bar.update(1)
+        if det is None:
+            skipped += 1
             continue
-        dets = [{k: v.cpu() for k, v in d.items()} for d in predictor([im for _, im in batch])]
-        results += to_coco_results([ids[n] for n, _ in batch], dets, predictor.cat_ids)
-        for (name, image), det in zip(batch, dets):
-            mapping[name] = ids[name]
-            if cfg.draw:
-                drawn = draw(image, det, predictor.class_names, cfg.draw_thresh)
-                target = out / "drawn" / (name.replace("/", "__").rsplit(".", 1)[0] + ".png")
-                Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(target)  # (H, W, 3)
+        name, det = names[i], {k: v.cpu() for k, v in det.items()}
+        results += to_coco_results([ids[name]], [det], predictor.cat_ids)
+        mapping[name] = ids[name]
+        stem = name.replace("/", "__").rsplit(".", 1)[0]
+        if cfg.draw:
+            drawn = draw(image, det, predictor.class_names, cfg.draw_thresh)
+            (out / "drawn").mkdir(exist_ok=True)
+            Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out / "drawn" / f"{stem}.png")
+        if geo := georeference(files[i]):
+            write_geojson(out / "geojson" / f"{stem}.geojson",
+                          to_geojson(det, *geo, predictor.class_names, predictor.cat_ids))
     bar.close()
     (out / "results.json").write_text(json.dumps(results))
     (out / "images.json").write_text(json.dumps(mapping, indent=1))
@@ -158,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError) as err:
         msg = str(err).splitlines()[0] if isinstance(err, KeyError) else str(err)
         print(f"error: {msg}\nusage: python -m retina.predict model=FILE images=DIR_OR_GLOB "
-              "out=DIR [draw=true] [batch_size=N] [ann=COCO_FILE]", file=sys.stderr)
+              "out=DIR [draw=true] [batch_size=N] [ann=COCO_FILE] [tile=N overlap=0.25 "
+              "merge=nms|fusion]", file=sys.stderr)
         return 2
     print(json.dumps(summary))
     return 0

@@ -13,8 +13,9 @@ LAYERS = {
     "assign": 2,
     "losses": 3,
     "training": 4,
-    "export": 5, "analysis": 5, "bench": 5, "sweeps": 5,
-    "train": 6, "eval": 6, "predict": 6, "convert": 6,
+    "export": 5, "analysis": 5, "sweeps": 5,
+    "bench": 6,  # benchmarks run the exported predictors (retina.bench scene)
+    "train": 7, "eval": 7, "predict": 7, "convert": 7,
 }
 
 

@@ -3,6 +3,7 @@
     python -m retina.bench speed [--sizes 512 640] [--batch 2] [--quick] [--out FILE]
     python -m retina.bench accuracy [--minutes 10] [--seeds 3 | --seed 0] [--models ...] [--out FILE]
     python -m retina.bench eval     # COCO evaluation: faster-coco-eval vs pycocotools
+    python -m retina.bench scene --model FILE [--tiles 400] [--overlap 0.25] [--out FILE]
     python -m retina.bench probe    # the machine's matmul GFLOP/s, to write beside any timing
 """
 
@@ -59,6 +60,14 @@ def main(argv: list[str] | None = None) -> dict:
     ev.add_argument("--classes", type=int, default=80)
     ev.add_argument("--repeats", type=int, default=3)
     ev.add_argument("--out", help="write the JSON report here")
+    sc = sub.add_parser("scene", help="a NEON model on the whole YELL crop scene: resized "
+                        "to the input vs sliced at native scale (retina.bench.scene)")
+    sc.add_argument("--model", required=True, help="checkpoint or export (retina.load)")
+    sc.add_argument("--tiles", type=int, nargs="+", default=[400], help="window sides")
+    sc.add_argument("--overlap", type=float, default=0.25)
+    sc.add_argument("--batch", type=int, default=4, help="windows per network call")
+    sc.add_argument("--draw", help="write a PNG of both methods' detections here")
+    sc.add_argument("--out", help="write the JSON report here")
     sub.add_parser("probe", help="matmul GFLOP/s of this machine (2048^2 float32, best of 5)")
     args = parser.parse_args(argv)
     if args.command == "probe":
@@ -80,6 +89,10 @@ def main(argv: list[str] | None = None) -> dict:
         from retina.bench.evaluation import eval_speed, print_eval
 
         report = {"eval": eval_speed(args.images, args.dets, args.classes, args.repeats)}
+    elif args.command == "scene":
+        from retina.bench.scene import scene_bench
+
+        report = scene_bench(args.model, args.tiles, args.overlap, args.batch, draw=args.draw)
     else:
         from retina.bench.accuracy import accuracy
 

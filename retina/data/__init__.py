@@ -9,7 +9,6 @@ from retina.data.transforms import eval_transforms, train_transforms
 __all__ = [
     "CocoDetection",
     "DetectionDataModule",
-    "assign_boxes_to_tile",
     "coco_paths",
     "collate",
     "eval_transforms",
@@ -17,14 +16,19 @@ __all__ = [
     "prepare_neon",
     "read_rgb",
     "train_transforms",
+    "windows",
 ]
 
 
 def __getattr__(name: str):
     # Imported lazily so that `python -m retina.data.neon` does not find the module
     # already imported by its package (runpy warns about that).
-    if name in ("prepare_neon", "assign_boxes_to_tile"):
-        from retina.data import neon
+    if name == "prepare_neon":
+        from retina.data.neon import prepare_neon
 
-        return getattr(neon, name)
+        return prepare_neon
+    if name == "windows":  # likewise for `python -m retina.data.tile`
+        from retina.data.tile import windows
+
+        return windows
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -92,12 +92,24 @@ def _check_entries(ann_file: Path, data: dict) -> None:
                          f"({[c['name'] for c in cats]}); pycocotools would keep only the last")
 
 
-def read_rgb(path: str | Path) -> torch.Tensor:
-    """Read an image file as 8-bit RGB with PIL.
+def rgb_array(im: PILImage.Image) -> np.ndarray:
+    """A PIL image as 8-bit RGB: ``(H, W, 3)`` uint8.
 
     Grayscale, gray+alpha, RGBA, palette and CMYK images are converted to RGB (alpha is
-    dropped); 16-bit grayscale is scaled to 8 bits. EXIF orientation is not applied, so
-    the pixel grid matches the ``width``/``height`` of the annotation file.
+    dropped); 16-bit grayscale is scaled to 8 bits.
+    """
+    if im.mode.startswith("I"):  # 16-bit grayscale ("I;16", "I;16B", "I"): 0..65535
+        gray = np.asarray(im, dtype=np.float64)  # (H, W)
+        gray = np.clip(np.rint(gray * (255 / 65535)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)  # (H, W, 3)
+    return np.array(im.convert("RGB"))  # (H, W, 3) uint8
+
+
+def read_rgb(path: str | Path) -> torch.Tensor:
+    """Read an image file as 8-bit RGB with PIL (converted as :func:`rgb_array` says).
+
+    EXIF orientation is not applied, so the pixel grid matches the ``width``/``height`` of
+    the annotation file.
 
     Args:
         path: Image file.
@@ -106,12 +118,7 @@ def read_rgb(path: str | Path) -> torch.Tensor:
         ``(3, H, W)`` uint8 tensor.
     """
     with PILImage.open(path) as im:
-        if im.mode.startswith("I"):  # 16-bit grayscale ("I;16", "I;16B", "I"): 0..65535
-            gray = np.asarray(im, dtype=np.float64)  # (H, W)
-            gray = np.clip(np.rint(gray * (255 / 65535)), 0, 255).astype(np.uint8)
-            rgb = np.repeat(gray[:, :, None], 3, axis=2)  # (H, W, 3)
-        else:
-            rgb = np.array(im.convert("RGB"))  # (H, W, 3) uint8
+        rgb = rgb_array(im)  # (H, W, 3)
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()  # (3, H, W)
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from retina.data.tile import Tiling, tile_records
 from retina.data.validate import ImageRecord, Report, records_to_coco
 from retina.data.voc import read_boxes
 
@@ -84,67 +85,16 @@ def deepforest_data_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "data"
 
 
-def assign_boxes_to_tile(
-    boxes: np.ndarray, x0: float, y0: float, x1: float, y1: float
-) -> np.ndarray:
-    """Keep the boxes with at least half of their area inside a tile, in tile coordinates.
-
-    Args:
-        boxes: ``(n, 4)`` xyxy boxes in image coordinates.
-        x0: Left edge of the tile (image coordinates).
-        y0: Top edge of the tile.
-        x1: Right edge of the tile (exclusive).
-        y1: Bottom edge of the tile (exclusive).
-
-    Returns:
-        ``(m, 4)`` float64 xyxy boxes (m <= n) clipped to the tile and translated so that
-        the tile's top-left corner is (0, 0). Boxes of zero area are never kept.
-    """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)  # (n, 4)
-    clipped = np.stack(
-        [
-            boxes[:, 0].clip(x0, x1),
-            boxes[:, 1].clip(y0, y1),
-            boxes[:, 2].clip(x0, x1),
-            boxes[:, 3].clip(y0, y1),
-        ],
-        axis=1,
-    )  # (n, 4)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # (n,)
-    inside = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])  # (n,)
-    keep = (area > 0) & (inside >= 0.5 * area)
-    return clipped[keep] - np.array([x0, y0, x0, y0], dtype=np.float64)  # (m, 4)
+# The NEON tiles: the plain grid of step ``tile`` from (0, 0), edge tiles cut at the border,
+# a box in every tile that holds at least half of it, tiles without boxes left out. The
+# default model's numbers depend on these exact tiles (tests/e2e/test_data.py keeps them).
+def neon_tiling(tile: int) -> Tiling:
+    return Tiling(tile=tile, overlap=0.0, min_visible=0.5, keep_empty=False, edge="cut")
 
 
-def tile_origins(width: int, height: int, tile: int) -> list[tuple[int, int, int, int]]:
-    """Grid of tiles with step ``tile`` from (0, 0); edge tiles are cut at the border.
-
-    Args:
-        width: Image width in pixels.
-        height: Image height in pixels.
-        tile: Tile side in pixels.
-
-    Returns:
-        ``(x0, y0, x1, y1)`` of each tile, row by row.
-    """
-    return [
-        (x0, y0, min(x0 + tile, width), min(y0 + tile, height))
-        for y0 in range(0, height, tile)
-        for x0 in range(0, width, tile)
-    ]
-
-
-def _tile_scene(scene: Scene, src: Path, out: Path, tile: int) -> list[ImageRecord]:
-    """Cut one scene into tiles, save those with boxes as PNG under ``out``.
-
-    Args:
-        scene: The source scene.
-        src: The deepforest data folder (``<stem>.png`` and ``<stem>.xml``).
-        out: Folder of the split's tiles.
-        tile: Tile side in pixels.
-
-    Returns:
-        One `ImageRecord` per saved tile, boxes ``(m, 4)`` xyxy in tile pixels, class "Tree".
+def scene_record(scene: Scene, src: Path) -> ImageRecord:
+    """The scene's image and its VOC boxes, all of class "Tree" (labels and difficult are
+    not used).
 
     Raises:
         RuntimeError: If the XML does not hold ``scene.num_boxes`` boxes.
@@ -156,29 +106,22 @@ def _tile_scene(scene: Scene, src: Path, out: Path, tile: int) -> list[ImageReco
             f"{xml_file} has {len(boxes)} boxes, expected {scene.num_boxes}: "
             f"is deepforest=={DEEPFOREST_VERSION} installed?"
         )
+    n = len(boxes)
     with Image.open(src / f"{scene.stem}.png") as im:
-        image = im.convert("RGB")
-    records = []
-    for x0, y0, x1, y1 in tile_origins(image.width, image.height, tile):
-        tile_boxes = assign_boxes_to_tile(boxes, x0, y0, x1, y1)  # (m, 4)
-        if len(tile_boxes) == 0:
-            continue
-        name = f"{scene.short}_x{x0:04d}_y{y0:04d}.png"
-        image.crop((x0, y0, x1, y1)).save(out / name)
-        m = len(tile_boxes)
-        cats = np.full(m, CATEGORY["id"], np.int64)  # (m,)
-        records.append(
-            ImageRecord(name, x1 - x0, y1 - y0, tile_boxes, cats, np.zeros(m, bool), xml_file.name)
-        )
-    return records
+        width, height = im.size
+    return ImageRecord(f"{scene.stem}.png", width, height, boxes,
+                       np.full(n, CATEGORY["id"], np.int64), np.zeros(n, bool), xml_file.name)
 
 
 def _write_split(scenes: tuple[Scene, ...], src: Path, out: Path, split: str, tile: int) -> dict:
-    """Tile the scenes of one split, save the PNG tiles under ``out/split`` and return COCO."""
+    """Tile the scenes of one split, save the PNG tiles under ``out/split`` and return COCO.
+
+    Tiles are named ``<scene.short>_x<x0:04d>_y<y0:04d>.png``; image ids follow the sorted
+    file names, annotation ids image order then XML order.
+    """
     (out / split).mkdir(parents=True)
-    records = [r for scene in scenes for r in _tile_scene(scene, src, out / split, tile)]
-    # Stable ids: images sorted by file name, annotations in image order then XML order.
-    records.sort(key=lambda r: r.file_name)
+    records = tile_records([scene_record(s, src) for s in scenes], src, out / split,
+                           neon_tiling(tile), prefixes=[s.short for s in scenes])
     report = Report(f"neon {split}")
     coco = records_to_coco(records, [dict(CATEGORY)], report)
     report.log(log)
@@ -209,9 +152,10 @@ def prepare_neon(root: str | Path = "data/neon_trees", tile: int = 400) -> Path:
     """Write the NEON tree-crown tiles and COCO annotations under ``root``.
 
     Train: tiles of the YELL ``crop2`` scene. Val: tiles of the YELL ``crop`` scene plus
-    OSBS_029 and SOAP_061 (400x400, single tiles at the default size). A box goes to a
-    tile when at least half of its area lies inside it (see `assign_boxes_to_tile`);
-    tiles without boxes are dropped. All labels become the single class "Tree" (id 1).
+    OSBS_029 and SOAP_061 (400x400, single tiles at the default size), cut by
+    ``retina.data.tile`` (`neon_tiling`): a box goes to a tile when at least half of its
+    area lies inside it; tiles without boxes are dropped. All labels become the single
+    class "Tree" (id 1).
 
     Deterministic and idempotent: returns at once if ``root`` already holds a dataset
     with a matching ``VERSION`` marker. The dataset is built in a temporary folder next

@@ -13,6 +13,7 @@ from torchvision import tv_tensors
 from retina.data.collate import collate
 from retina.data.transforms import eval_transforms
 from retina.export.meta import ExportMeta, meta_from_checkpoint
+from retina.export.sliced import SlicedPrediction
 from retina.model.detector import Detector
 from retina.ops.levels import scale_to_original
 from retina.ops.postprocess import Postprocess
@@ -47,7 +48,7 @@ def build_parts(meta: ExportMeta) -> tuple[Detector, Postprocess]:
     return detector, instantiate(cfg.postprocess)(coder=instantiate(cfg.coder))
 
 
-class Predictor:
+class Predictor(SlicedPrediction):
     """The eval path of ``retina.eval`` as a callable.
 
     Each image is resized by ``retina.data.transforms.eval_transforms`` (``meta.size`` or
@@ -64,6 +65,7 @@ class Predictor:
     Example:
         >>> predictor = retina.load("model.safetensors")  # doctest: +SKIP
         >>> dets = predictor(read_rgb("tile.png")[None])  # [{"boxes": (D, 4), ...}]
+        >>> scene = predictor.predict_large("scene.tif", tile=400)  # {"boxes": (D, 4), ...}
     """
 
     def __init__(

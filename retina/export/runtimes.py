@@ -25,18 +25,20 @@ from retina.export.predictor import (
     from_parts,
     image_list,
 )
+from retina.export.sliced import SlicedPrediction
 from retina.ops.levels import scale_to_original
 
 RunGraph = Callable[[Tensor], dict[str, Tensor]]  # uint8 (B, 3, H, W) -> padded outputs
 
 
-class GraphPredictor:
+class GraphPredictor(SlicedPrediction):
     """Runs a TorchScript or ONNX :class:`~retina.export.graph.DetectionGraph`.
 
     Images are resized to the graph's input size with torchvision's uint8 resize (the
     eval transform, so every runtime sees the same pixels) and the boxes mapped back.
     With ``graph_resize=True`` they go in as they are and the graph resizes them in
     float (at most one 8-bit level away from torchvision's AVX uint8 resize).
+    ``predict_large`` predicts a scene window by window (``retina.export.sliced``).
 
     Args:
         run: the graph as a function returning outputs by name (see ``graph.py``).

@@ -124,6 +124,7 @@ def run_cocoeval(
     image_ids: list[int] | None = None,
     iou_thrs: Sequence[float] | None = None,
     backend: str = BACKENDS[0],
+    max_dets: Sequence[int] | None = None,
 ) -> Evaluation:
     """pycocotools' bbox evaluation, evaluated and accumulated (its prints silenced).
 
@@ -135,6 +136,9 @@ def run_cocoeval(
             without detections count as misses.
         iou_thrs: IoU thresholds (default: COCO's 0.50:0.05:0.95).
         backend: one of :data:`BACKENDS`.
+        max_dets: increasing detections-per-image limits (default COCO's 1, 10, 100),
+            the last axis of ``ev.eval``'s arrays (``summarize`` reads ``mAP`` at 100
+            whatever they are).
 
     Returns:
         the COCOeval (``faster_coco_eval.COCOeval_faster`` for the default backend), with
@@ -152,6 +156,8 @@ def run_cocoeval(
             ev.params.imgIds = sorted(set(int(i) for i in image_ids))
         if iou_thrs is not None:
             ev.params.iouThrs = np.asarray(iou_thrs, dtype=np.float64)
+        if max_dets is not None:
+            ev.params.maxDets = [int(m) for m in max_dets]
         ev.evaluate()
         ev.accumulate()
     return ev

@@ -1,41 +1,15 @@
-"""retina.data.neon: tiling the NEON scenes into COCO files (the full preparation is in
-e2e/test_data.py)."""
+"""retina.data.neon: tiling the NEON scenes into COCO files (the tiler is tested in
+test_tile.py; the full preparation, byte for byte, in e2e/test_data.py)."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from retina.data import neon
-from retina.data.neon import assign_boxes_to_tile, tile_origins
-
-
-def test_assign_boxes_to_tile_half_area_rule():
-    boxes = np.array(
-        [
-            [390, 10, 410, 30],  # area 20*20 = 400, inside 10*20 = 200 = half: kept
-            [380, 10, 410, 30],  # area 30*20 = 600, inside 200 < 300: dropped
-            [500, 100, 540, 150],  # fully inside
-            [790, 390, 820, 420],  # area 900, inside 10*10 = 100: dropped
-            [600, 50, 600, 60],  # zero area: dropped
-        ],
-        dtype=float,
-    )
-    out = assign_boxes_to_tile(boxes, 400, 0, 800, 400)
-    # clipped to x >= 400 then shifted by (-400, 0)
-    np.testing.assert_array_equal(out, [[0, 10, 10, 30], [100, 100, 140, 150]])
-    assert assign_boxes_to_tile(np.zeros((0, 4)), 0, 0, 10, 10).shape == (0, 4)
-
-
-def test_tile_origins_cut_at_border():
-    assert tile_origins(900, 500, 400) == [
-        (0, 0, 400, 400), (400, 0, 800, 400), (800, 0, 900, 400),
-        (0, 400, 400, 500), (400, 400, 800, 500), (800, 400, 900, 500),
-    ]  # fmt: skip
 
 
 def test_missing_deepforest_message(monkeypatch: pytest.MonkeyPatch):

@@ -15,3 +15,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def exported(trained_retinanet, tmp_path_factory) -> dict[str, Path]:
+    """The tiny RetinaNet (tests/conftest.py) in the three export formats."""
+    from retina.export import export, from_checkpoint
+
+    out = tmp_path_factory.mktemp("exported")
+    predictor = from_checkpoint(trained_retinanet.ckpt)
+    return {fmt: export(predictor, fmt, out / f"model{suffix}")
+            for fmt, suffix in (("safetensors", ".safetensors"), ("torchscript", ".pt"),
+                                ("onnx", ".onnx"))}

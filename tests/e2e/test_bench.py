@@ -25,3 +25,19 @@ def test_speed_quick_writes_every_measure_and_ratio(tmp_path):
         assert res[m]["torchvision"]["median_ms"] > 0
     assert res["train_gflop"]["ours"] > 0 and report["matmul_peak_gflops"] > 0
     assert report["machine"]["torch"] and "ratio" in run.stdout
+
+
+def test_scene_scores_resized_and_sliced_on_the_whole_scene(trained_retinanet, tmp_path):
+    from retina.bench.__main__ import main
+
+    out, picture = tmp_path / "scene.json", tmp_path / "scene.png"
+    report = main(["scene", "--model", str(trained_retinanet.ckpt), "--tiles", "240",
+                   "--draw", str(picture), "--out", str(out)])
+    assert json.loads(out.read_text())["results"] == report["results"]
+    assert report["trees"] == 279 and report["megapixels"] == pytest.approx(1249 * 1035 / 1e6)
+    assert set(report["results"]) == {"resize", "sliced tile=240"}
+    for row in report["results"].values():
+        assert row["s_per_megapixel"] > 0 and row["detections"] > 0
+        assert 0 <= row["mAP"] <= row["mAP_50"] <= 1 and 0 <= row["scene_AR"] <= 1
+        assert row["scene_mAP_50"] >= row["mAP_50"] - 1e-9  # more detections, not fewer hits
+    assert picture.stat().st_size < 300_000

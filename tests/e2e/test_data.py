@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import subprocess
@@ -9,14 +10,37 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from retina.data import CocoDetection, neon
 from retina.data.convert import convert
 from retina.data.convert import main as convert_main
+from retina.data.tile import main as tile_main
 from retina.training.run import train
 from tests.helpers import add_label_line
+
+NEON_TILES = {
+    "train.json": "40088a7d515d817abe2b5ad7a56104527627dde48d0b8abd5bf38dd8a7fbd4bb",
+    "train pixels": "53b51268270b76f8be1edc841151983162ed08e94f2e38c2f3ca7d2daca44686",
+    "val.json": "d4534a774115418b1efeb43849782c79252f9650cff9c1287a0e25a6d9a96f42",
+    "val pixels": "b1b8f9ae80a8426f4b6653ca59cecd76ff6072a934d3df73b31de7eba9b8bc36",
+}
+
+
+def neon_fingerprint(root: Path) -> dict[str, str]:
+    """sha256 of each annotation file and of each split's tiles (names and RGB pixels)."""
+    out = {}
+    for split in ("train", "val"):
+        out[f"{split}.json"] = hashlib.sha256(
+            (root / "annotations" / f"{split}.json").read_bytes()).hexdigest()
+        pixels = hashlib.sha256()
+        for path in sorted((root / split).glob("*.png")):
+            with Image.open(path) as im:
+                pixels.update(path.name.encode() + np.asarray(im.convert("RGB")).tobytes())
+        out[f"{split} pixels"] = pixels.hexdigest()
+    return out
 
 
 @pytest.mark.slow
@@ -47,6 +71,9 @@ def test_prepare_neon(tmp_path: Path):
             assert w > 0 and h > 0 and x >= 0 and y >= 0
             assert x + w <= width and y + h <= height
     assert (root / "train" / "YELL_crop2_x0400_y0800.png").is_file()
+    # Byte for byte the tiles the default model was trained on (before retina.data.tile
+    # replaced neon.py's own tiler): the annotation files and the decoded tile pixels.
+    assert neon_fingerprint(root) == NEON_TILES
 
     # Second call: no work.
     mtime = (root / "annotations" / "train.json").stat().st_mtime_ns
@@ -95,3 +122,14 @@ def test_a_run_without_validation_data_says_so_in_metrics(tiny_cfg, yolo_root: P
     assert "has no images" in metrics["no_validation"]
     assert not any(key.startswith("val/") for key in metrics)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
+
+
+def test_fast_dev_run_on_tiles_of_voc(tiny_cfg, voc_root: Path, tmp_path: Path):
+    out = tmp_path / "tiles"
+    assert tile_main(["format=voc", f"root={voc_root}", f"out={out}", "tile=256",
+                      "overlap=0.25"]) == 0
+    ann, images = out / "annotations.json", out / "images"
+    cfg = tiny_cfg("debug=fdr", "data=coco", f"data.train_ann={ann}", f"data.train_images={images}",
+                   f"data.val_ann={ann}", f"data.val_images={images}")
+    metrics = train(cfg)
+    assert {"val/mAP", "val/mAP_50", "val/AR_100"} <= set(metrics)

@@ -41,16 +41,6 @@ def gfl(trained_gfl) -> tuple[Path, dict]:
     return trained_gfl.ckpt, trained_gfl.metrics
 
 
-@pytest.fixture(scope="module")
-def exported(trained_retinanet, tmp_path_factory) -> dict[str, Path]:
-    """The tiny RetinaNet in the three formats."""
-    out = tmp_path_factory.mktemp("exported")
-    predictor = from_checkpoint(trained_retinanet.ckpt)
-    return {fmt: export(predictor, fmt, out / f"model{suffix}")
-            for fmt, suffix in (("safetensors", ".safetensors"), ("torchscript", ".pt"),
-                                ("onnx", ".onnx"))}
-
-
 def val_images(num: int | None = None) -> tuple[list[int], list[torch.Tensor]]:
     coco = load_coco(VAL_ANN)
     ids = sorted(coco.imgs)[:num]

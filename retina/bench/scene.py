@@ -1,0 +1,122 @@
+"""Whole-scene benchmark: a NEON model on the whole YELL ``crop`` scene, resized vs sliced.
+
+The validation scene (1249 x 1035 px, 279 trees, from the deepforest wheel) is predicted
+in one call per method, and scored against its full annotation with pycocotools:
+
+- ``resize``: the scene resized to the network input, as ``retina.predict`` does for any
+  image (``max_det`` raised to the scene's limit, so that it is not the cap);
+- ``sliced tile=N``: ``predict_large`` with N-px windows at native scale.
+
+Two sets of numbers: COCO's (at most 100 detections per image: ``mAP``, ``mAP_50``,
+``AR_100``; with 279 trees in one image, recall cannot pass 100 / 279), and the same with
+``max_dets`` detections per scene (``scene_mAP``, ``scene_mAP_50``, ``scene_AR``). Seconds
+per megapixel cover reading the scene and predicting it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+
+import torch
+from pycocotools.coco import COCO
+from torchvision.utils import draw_bounding_boxes
+
+from retina.data.coco import read_rgb
+from retina.data.neon import CATEGORY, SPLITS, deepforest_data_dir, scene_record
+from retina.data.validate import Report, records_to_coco
+from retina.export import load
+from retina.training.coco_eval import (
+    iou_index,
+    mean_valid,
+    run_cocoeval,
+    summarize,
+    to_coco_results,
+)
+
+SCENE = SPLITS["val"][0]  # 2019_YELL_2_541000_4977000_image_crop, 279 trees
+
+
+def scene_ground_truth() -> tuple[COCO, str]:
+    """The whole scene's boxes as a one-image COCO (image id 1, category 1 "Tree")."""
+    src = deepforest_data_dir()
+    coco = COCO()
+    coco.dataset = records_to_coco([scene_record(SCENE, src)], [dict(CATEGORY)], Report("scene"))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco, str(src / f"{SCENE.stem}.png")
+
+
+def score(gt: COCO, det: dict, cat_ids: list[int], max_dets: int) -> dict[str, float]:
+    """COCO's mAP, mAP_50, AR_100, and mAP, mAP_50, AR at ``max_dets`` detections."""
+    results = to_coco_results([1], [det], cat_ids)
+    coco, _ = summarize(run_cocoeval(gt, results))
+    ev = run_cocoeval(gt, results, max_dets=(1, 100, max_dets))
+    a = ev.params.areaRngLbl.index("all")
+    precision = ev.eval["precision"][..., a, -1]  # (T, R, K) at max_dets
+    return {"mAP": coco["mAP"], "mAP_50": coco["mAP_50"], "AR_100": coco["AR_100"],
+            "scene_mAP": mean_valid(precision), "scene_mAP_50": mean_valid(
+                precision[iou_index(ev, 0.5)]),
+            "scene_AR": mean_valid(ev.eval["recall"][..., a, -1]), "detections": len(results)}
+
+
+def scene_bench(model: str, tiles: list[int], overlap: float = 0.25, batch_size: int = 4,
+                max_dets: int = 1000, draw: str | None = None, draw_thresh: float = 0.3) -> dict:
+    """Resize-to-input and sliced prediction of the YELL ``crop`` scene, scored and timed.
+
+    Args:
+        model: any file ``retina.load`` reads.
+        tiles: window sides of the sliced runs.
+        overlap: of the sliced runs.
+        batch_size: windows per network call.
+        max_dets: detections per scene of the ``scene_*`` numbers.
+        draw: write a PNG of the scene: resized (left) and the first sliced run (right),
+            boxes scoring >= ``draw_thresh``, at 0.4 of the size.
+    """
+    gt, path = scene_ground_truth()
+    predictor = load(model)
+    megapixels = gt.imgs[1]["width"] * gt.imgs[1]["height"] / 1e6
+    rows, drawn = {}, {}
+
+    def timed(name: str, run) -> None:
+        start = time.perf_counter()
+        det = {k: v.cpu() for k, v in run().items()}
+        seconds = time.perf_counter() - start
+        rows[name] = {**score(gt, det, predictor.cat_ids, max_dets),
+                      "seconds": seconds, "s_per_megapixel": seconds / megapixels}
+        drawn[name] = det
+        print(f"{name:<18}" + "".join(f"{k} {v:.3f}  " for k, v in rows[name].items()), flush=True)
+
+    max_det = predictor.meta.model["postprocess"]["max_det"]
+    if hasattr(predictor, "set_postprocess"):  # eager: lift the per-image cap for one scene
+        predictor.set_postprocess(max_det=max_dets)
+    timed("resize", lambda: predictor([read_rgb(path)])[0])
+    if hasattr(predictor, "set_postprocess"):
+        predictor.set_postprocess(max_det=max_det)
+    for tile in tiles:
+        timed(f"sliced tile={tile}", lambda: predictor.predict_large(
+            path, tile=tile, overlap=overlap, batch_size=batch_size))
+    report = {"scene": SCENE.stem, "megapixels": megapixels, "trees": len(gt.anns),
+              "overlap": overlap, "max_dets": max_dets, "model": str(model), "results": rows}
+    if draw:
+        image = read_rgb(path)
+        boxes = [d["boxes"][d["scores"] >= draw_thresh]
+                 for d in (drawn["resize"], drawn[f"sliced tile={tiles[0]}"])]
+        panels = [draw_bounding_boxes(image, b, colors="yellow", width=2) if len(b) else image
+                  for b in boxes]
+        picture = torch.cat([panels[0], torch.full((3, image.shape[1], 8), 255,
+                                                   dtype=torch.uint8), panels[1]], dim=2)
+        save_small(picture, draw)
+        report["picture"] = draw
+    return report
+
+
+def save_small(image: torch.Tensor, path: str, scale: float = 0.4, colors: int = 32) -> None:
+    """(3, H, W) uint8 as a PNG at ``scale``, with a palette of ``colors`` (a small file)."""
+    from PIL import Image
+
+    picture = Image.fromarray(image.permute(1, 2, 0).numpy())  # (H, W, 3)
+    picture = picture.resize((round(picture.width * scale), round(picture.height * scale)),
+                             Image.Resampling.LANCZOS)
+    picture.quantize(colors).save(path, optimize=True)
