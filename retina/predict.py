@@ -1,4 +1,5 @@
-"""Run a model over image files: ``python -m retina.predict model=FILE images=DIR_OR_GLOB out=DIR``.
+"""Run a model over image files: ``retina predict model=FILE images=DIR_OR_GLOB out=DIR``
+(``python -m retina.predict``).
 
 ``model`` is any export (``.safetensors``/``.json``, TorchScript ``.pt``, ``.onnx``) or a
 ``retina.train`` checkpoint (``.ckpt``). Writes into ``out``:
@@ -11,7 +12,7 @@
   names and scores.
 
 Options are ``key=value`` like the Hydra commands, parsed with OmegaConf (not Hydra:
-``model=`` would select the training config group ``model``).
+``model=`` would select the training config group ``model``); see :mod:`retina.cli`.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 from tqdm import tqdm
 
+from retina.cli import USAGE_ERROR, parse_options, print_usage, wants_help
 from retina.data.coco import load_coco, read_rgb
 from retina.training.coco_eval import to_coco_results
 
@@ -143,23 +145,21 @@ def predict(cfg: PredictConfig) -> dict[str, int]:
 
 def parse(argv: list[str]) -> PredictConfig:
     """``key=value`` arguments over the defaults of :class:`PredictConfig`."""
-    cfg = OmegaConf.merge(OmegaConf.structured(PredictConfig), OmegaConf.from_dotlist(argv))
-    missing = [k for k in ("model", "images", "out") if OmegaConf.is_missing(cfg, k)]
-    if missing:
-        raise ValueError(f"missing {', '.join(f'{k}=...' for k in missing)}")
-    return OmegaConf.to_object(cfg)
+    return parse_options("predict", PredictConfig, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if wants_help(args):
+        return print_usage("predict")
+    cfg = parse(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        cfg = parse(sys.argv[1:] if argv is None else argv)
         summary = predict(cfg)
     except (ValueError, FileNotFoundError, KeyError) as err:
         msg = str(err).splitlines()[0] if isinstance(err, KeyError) else str(err)
-        print(f"error: {msg}\nusage: python -m retina.predict model=FILE images=DIR_OR_GLOB "
-              "out=DIR [draw=true] [batch_size=N] [ann=COCO_FILE]", file=sys.stderr)
-        return 2
+        print(f"error: {msg}", file=sys.stderr)
+        return USAGE_ERROR
     print(json.dumps(summary))
     return 0
 

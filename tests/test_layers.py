@@ -8,13 +8,14 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "retina"
 LAYERS = {
+    "cli": -1, "conf": -1,
     "model": 0, "data": 0,
     "ops": 1,
     "assign": 2,
     "losses": 3,
     "training": 4,
     "export": 5, "analysis": 5, "bench": 5, "sweeps": 5,
-    "train": 6, "eval": 6, "predict": 6, "convert": 6,
+    "train": 6, "eval": 6, "predict": 6, "convert": 6, "__main__": 6,
 }
 
 

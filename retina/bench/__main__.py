@@ -1,21 +1,54 @@
-"""Benchmarks side by side with torchvision's RetinaNet, each in one process and one run.
+"""Benchmarks side by side with torchvision's RetinaNet, each in one process and one run
+(``python -m retina.bench`` is the same):
 
-    python -m retina.bench speed [--sizes 512 640] [--batch 2] [--quick] [--out FILE]
-    python -m retina.bench accuracy [--minutes 10] [--seed 0] [--out FILE]
-    python -m retina.bench probe    # the machine's matmul GFLOP/s, to write beside any timing
+    retina bench speed [sizes=[512,640]] [batch=2] [quick=true] [out=FILE]
+    retina bench accuracy [minutes=10] [seed=0] [out=FILE]
+    retina bench probe    # the machine's matmul GFLOP/s, to write beside any timing
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import torch
 import torchvision
+
+from retina.cli import fail, parse_options, print_usage, split_positional, wants_help
+
+
+@dataclass
+class SpeedOptions:
+    """Speed and memory against torchvision's RetinaNet-R50-FPN."""
+
+    sizes: list[int] = field(default_factory=lambda: [512, 640])
+    batch: int = 2
+    repeats: int = 5
+    threads: int | None = None  # None: torch's default
+    quick: bool = False  # 256 px, 2 repeats (about a minute)
+    out: str | None = None  # write the JSON report here
+
+
+@dataclass
+class AccuracyOptions:
+    """NEON mAP after a fixed CPU budget, ours against torchvision."""
+
+    minutes: float = 10.0  # training budget per model
+    models: list[str] = field(default_factory=lambda: ["retinanet", "gfl", "torchvision"])
+    seed: int = 0
+    out: str | None = None
+
+
+@dataclass
+class ProbeOptions:
+    """Matmul GFLOP/s of this machine (2048^2 float32, best of 5)."""
+
+
+OPTIONS = {"speed": SpeedOptions, "accuracy": AccuracyOptions, "probe": ProbeOptions}
 
 
 def machine() -> dict:
@@ -30,37 +63,24 @@ def machine() -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(
-        prog="python -m retina.bench", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sp = sub.add_parser("speed", help="speed and memory against torchvision's RetinaNet-R50-FPN")
-    sp.add_argument("--sizes", type=int, nargs="+", default=[512, 640])
-    sp.add_argument("--batch", type=int, default=2)
-    sp.add_argument("--repeats", type=int, default=5)
-    sp.add_argument("--threads", type=int, default=torch.get_num_threads())
-    sp.add_argument("--quick", action="store_true", help="256 px, 2 repeats (about a minute)")
-    sp.add_argument("--out", help="write the JSON report here")
-    ac = sub.add_parser("accuracy", help="NEON mAP after a fixed CPU budget, ours vs torchvision")
-    ac.add_argument("--minutes", type=float, default=10.0, help="training budget per model")
-    ac.add_argument("--models", nargs="+", default=["retinanet", "gfl", "torchvision"])
-    ac.add_argument("--seed", type=int, default=0)
-    ac.add_argument("--out", help="write the JSON report here")
-    sub.add_parser("probe", help="matmul GFLOP/s of this machine (2048^2 float32, best of 5)")
-    args = parser.parse_args(argv)
-    if args.command == "probe":
+def run(argv: list[str]) -> dict:
+    """Run one benchmark; returns its report (also printed or written to ``out``)."""
+    example = "retina bench speed quick=true out=speed.json"
+    (command,), rest = split_positional(argv, 1, "speed|accuracy|probe", example)
+    if command not in OPTIONS:
+        fail(f"unknown benchmark {command!r}; one of {', '.join(OPTIONS)}", example)
+    args = parse_options("bench", OPTIONS[command], rest, example)
+    if command == "probe":
         from retina.bench.speed import matmul_peak_gflops
 
         report = {"matmul_peak_gflops": round(matmul_peak_gflops(), 1), "machine": machine()}
         print(json.dumps(report))
         return report
 
-    if args.command == "speed":
+    if command == "speed":
         from retina.bench.speed import print_speed, speed
 
+        args.threads = args.threads or torch.get_num_threads()
         if args.quick:
             args.sizes, args.repeats = [256], 2
         report = speed(args.sizes, args.batch, args.repeats, args.threads)
@@ -71,8 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         report = accuracy(args.minutes, args.models, args.seed)
     report["machine"] = machine()
-    report["command"] = "python -m retina.bench " + " ".join(argv)
-    if args.command == "speed":
+    report["command"] = "retina bench " + " ".join(argv)
+    if command == "speed":
         print_speed(report)
     if args.out:
         with open(args.out, "w") as f:
@@ -81,5 +101,13 @@ def main(argv: list[str] | None = None) -> dict:
     return report
 
 
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if wants_help(args):
+        return print_usage("bench")
+    run(args)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,8 +9,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from retina.cli import CONF_DIR
+
+# the checkout's top folder (tests, notebooks; an installed package has no such folder)
 ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = ROOT / "conf"
 
 
 def compose_run(overrides: list[str], output_dir: str | Path, name: str = "train") -> DictConfig:
