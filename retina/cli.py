@@ -12,13 +12,14 @@ Below every layer (any module may import it): hydra and omegaconf only.
 from __future__ import annotations
 
 import difflib
+import functools
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -110,8 +111,8 @@ options:
   model=FILE             a checkpoint (.ckpt) or an export (.safetensors/.json, .pt, .onnx)
   images=PATH            a folder, a glob pattern ('photos/*.jpg') or one file
   out=DIR                output folder
-  draw=true              also draw the boxes scoring >= draw_thresh (0.3)
-  batch_size=4  device=cpu|cuda  progress=false
+  draw=true              also draw the boxes scoring >= draw_thresh
+  draw_thresh=0.3  batch_size=4  device=cpu|cuda  progress=false
   ann=FILE               take the image ids from this COCO file (by file name)
 
 example:
@@ -298,13 +299,11 @@ def unset_keys(cfg: Any, prefix: str = "") -> list[str]:
     """Dotted keys whose value is ``???``, interpolations left unresolved (``${hydra:...}`` has
     no value outside a run)."""
     found = []
-    items = cfg.items_ex(resolve=False) if isinstance(cfg, DictConfig) else enumerate(cfg)
-    for key, _ in items:
-        node = cfg._get_node(key)
-        if node._is_missing():
+    for key in cfg.keys() if isinstance(cfg, DictConfig) else range(len(cfg)):
+        if OmegaConf.is_missing(cfg, key):
             found.append(f"{prefix}{key}")
-        elif isinstance(node, (DictConfig, ListConfig)) and not node._is_interpolation():
-            found += unset_keys(node, f"{prefix}{key}.")
+        elif not OmegaConf.is_interpolation(cfg, key) and OmegaConf.is_config(cfg[key]):
+            found += unset_keys(cfg[key], f"{prefix}{key}.")
     return found
 
 
@@ -324,18 +323,27 @@ def hydra_command(name: str, task: Callable[[Any], Any]) -> Callable[[list[str] 
     import hydra
 
     cmd = COMMANDS[name]
-    run = hydra.main(version_base="1.3", config_path=CONF_PKG, config_name=cmd.config)(task)
 
     def main(argv: list[str] | None = None) -> int:
         args = sys.argv[1:] if argv is None else list(argv)
         if wants_help(args):
             return print_usage(name)
         check_hydra_args(name, args)
-        saved, sys.argv = sys.argv, [sys.argv[0], *args]
+        typed = sys.argv
+
+        @functools.wraps(task)  # Hydra names the job and finds the configs by the task
+        def task_as_typed(cfg):
+            # the command line as typed (``retina train ...``): Lightning's DDP launcher starts
+            # the other processes with it
+            sys.argv = typed
+            return task(cfg)
+
+        run = hydra.main(version_base="1.3", config_path=CONF_PKG, config_name=cmd.config)
+        sys.argv = [typed[0], *args]  # what Hydra parses
         try:
-            run()
+            run(task_as_typed)()
         finally:
-            sys.argv = saved
+            sys.argv = typed
         return 0
 
     main.__doc__ = f"``retina {name}`` / ``python -m {cmd.module}``: {cmd.summary}."
@@ -358,10 +366,10 @@ def check_keys(argv: list[str], known: list[str], example: str) -> None:
                  example)
 
 
-def parse_options(name: str, schema: type[T], argv: list[str], example: str | None = None) -> T:
+def parse_options(schema: type[T], argv: list[str], example: str) -> T:
     """``key=value`` arguments over the defaults of the dataclass ``schema``; an unknown key, a
-    value of the wrong type or a required (``MISSING``) key left out is one line (exit 2)."""
-    example = example or COMMANDS[name].example
+    value of the wrong type or a required (``MISSING``) key left out is one line with
+    ``example`` (exit 2)."""
     known = [f.name for f in fields(schema)]
     check_keys(argv, known, example)
     try:

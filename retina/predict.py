@@ -30,7 +30,7 @@ from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 from tqdm import tqdm
 
-from retina.cli import USAGE_ERROR, parse_options, print_usage, wants_help
+from retina.cli import COMMANDS, USAGE_ERROR, parse_options, print_usage, wants_help
 from retina.data.coco import load_coco, read_rgb
 from retina.training.coco_eval import to_coco_results
 
@@ -145,7 +145,7 @@ def predict(cfg: PredictConfig) -> dict[str, int]:
 
 def parse(argv: list[str]) -> PredictConfig:
     """``key=value`` arguments over the defaults of :class:`PredictConfig`."""
-    return parse_options("predict", PredictConfig, argv)
+    return parse_options(PredictConfig, argv, COMMANDS["predict"].example)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,7 +69,7 @@ def run(argv: list[str]) -> dict:
     (command,), rest = split_positional(argv, 1, "speed|accuracy|probe", example)
     if command not in OPTIONS:
         fail(f"unknown benchmark {command!r}; one of {', '.join(OPTIONS)}", example)
-    args = parse_options("bench", OPTIONS[command], rest, example)
+    args = parse_options(OPTIONS[command], rest, example)
     if command == "probe":
         from retina.bench.speed import matmul_peak_gflops
 

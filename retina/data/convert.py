@@ -216,7 +216,8 @@ class ConvertOptions:
     """Options of ``retina convert voc|yolo ROOT`` (``key=value``)."""
 
     out: str = MISSING  # COCO JSON to write
-    split: str | None = None  # VOC: ImageSets/Main/<split>.txt (None: every XML file); YOLO: data.yaml key or images/<split>
+    # VOC: ImageSets/Main/<split>.txt (None: every XML file); YOLO: data.yaml key or images/<split>
+    split: str | None = None
     skip_bad: bool = False  # skip and count bad files instead of stopping at the first
     classes: list[str] | None = None  # VOC class names in label order (None: all found, sorted)
     difficult: str = "ignore"  # VOC difficult objects: ignore (iscrowd) or keep (ordinary)
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     (fmt, root), options = split_positional(args, 2, "voc|yolo ROOT", example)
     if fmt not in FORMATS:
         fail(f"unknown annotation format {fmt!r}: expected one of {', '.join(FORMATS)}", example)
-    opts = parse_options("convert", ConvertOptions, options, example)
+    opts = parse_options(ConvertOptions, options, example)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         coco, report = convert(fmt, root, opts.split, skip_bad=opts.skip_bad,

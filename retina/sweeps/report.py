@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         return print_usage("sweep-report")
     example = "retina sweep-report outputs/train_multirun/<date> metric=val/mAP_50"
     (sweep_dir,), rest = split_positional(args, 1, "the multirun directory", example)
-    opts = parse_options("sweep-report", ReportOptions, rest, example)
+    opts = parse_options(ReportOptions, rest, example)
     files = summarize(sweep_dir, opts.metric, False if opts.minimize else None)
     print(files["md"].read_text())
     print("\n".join(str(p) for p in files.values()))

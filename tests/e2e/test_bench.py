@@ -11,7 +11,7 @@ from retina.training.config import ROOT
 def test_speed_quick_writes_every_measure_and_ratio(tmp_path):
     out = tmp_path / "speed.json"
     run = subprocess.run(
-        [sys.executable, "-m", "retina.bench", "speed", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "retina", "bench", "speed", "quick=true", f"out={out}"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]

@@ -129,7 +129,7 @@ def test_measuring_commands_run(trained_retinanet, tmp_path):
 
 def test_bench_accuracy_command_writes_its_report(tmp_path):
     out = tmp_path / "accuracy.json"
-    command("retina.bench", "accuracy", "--minutes", "0.05", "--models", "gfl", "--out", str(out),
+    command("retina.bench", "accuracy", "minutes=0.05", "models=[gfl]", f"out={out}",
             timeout=900)
     report = json.loads(out.read_text())
     assert "gfl" in json.dumps(report) and "mAP" in json.dumps(report)
