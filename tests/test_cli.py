@@ -48,6 +48,11 @@ def test_retina_help_lists_every_command_with_an_example(capsys):
     assert "examples:\n  retina train" in out
 
 
+def test_retina_version_names_the_distribution(capsys):
+    assert retina(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("retina-det ")
+
+
 def test_retina_without_a_command_prints_usage_and_exits_2(capsys):
     assert retina([]) == 2
     assert "usage: retina COMMAND" in capsys.readouterr().err
