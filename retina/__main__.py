@@ -14,7 +14,7 @@ from retina import cli
 
 EXAMPLES = """\
 examples:
-  retina train                                   the NEON tree-crown default (after `make data`)
+  retina train                                   the NEON tree-crown default (data: `make data`)
   retina train data=coco data.train_ann=train.json data.train_images=images \\
       data.val_ann=val.json data.val_images=images trainer.max_epochs=12
   retina predict model=outputs/train/<date>/checkpoints/best.ckpt images=my_photos out=preds \\
