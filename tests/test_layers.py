@@ -8,6 +8,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "retina"
 LAYERS = {
+    "cli": -1, "conf": -1,
     "model": 0, "data": 0,
     "ops": 1,
     "assign": 2,
@@ -15,7 +16,7 @@ LAYERS = {
     "training": 4,
     "export": 5, "analysis": 5, "sweeps": 5,
     "bench": 6,  # benchmarks run the exported predictors (retina.bench scene)
-    "train": 7, "eval": 7, "predict": 7, "convert": 7,
+    "train": 7, "eval": 7, "predict": 7, "convert": 7, "__main__": 7,
 }
 
 

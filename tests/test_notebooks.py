@@ -15,7 +15,7 @@ def test_notebooks_exist_and_are_committed_without_outputs():
         code = [c for c in book.cells if c.cell_type == "code"]
         assert code, path.name
         dirty = [i for i, c in enumerate(code) if c.outputs or c.execution_count is not None]
-        assert not dirty, f"{path.name}: code cells {dirty} have outputs; strip them (see README)"
+        assert not dirty, f"{path.name}: code cells {dirty} have outputs; strip them: make strip-notebooks"
 
 
 def test_notebooks_import_only_from_retina():

@@ -24,13 +24,13 @@ from retina.ops.boxes import anchor_points
 from retina.ops.levels import flatten_levels, scale_to_original
 from retina.ops.postprocess import Postprocess
 from retina.training.checkpoint import load_checkpoint, module_from_checkpoint, run_config
-from retina.training.config import ROOT, compose_run
+from retina.training.config import compose_run
 from retina.training.module import DetectionModule
 from retina.training.run import build, train, validate_module
 
 log = logging.getLogger(__name__)
 
-NOTEBOOK_DIR = ROOT / "outputs" / "notebooks"
+NOTEBOOK_DIR = Path("outputs") / "notebooks"  # under the current directory, like the runs
 QUICKSTART_ENV = "RETINA_QUICKSTART_CKPT"  # a checkpoint the notebooks use, when set
 # The quickstart's short budget: the real default recipe (neon_gfl), at most 2 CPU minutes of
 # training (6 epochs of the 39 NEON training tiles, ~60 steps, on 2 idle cores) and one validation.
@@ -55,7 +55,7 @@ def head_name(ckpt_path: str | Path) -> str:
 
 
 def newest_train_checkpoint(
-    log_dir: str | Path = ROOT / "outputs", head: str | None = None,
+    log_dir: str | Path = "outputs", head: str | None = None,
 ) -> Path | None:
     """The newest ``<log_dir>/train/*/checkpoints/best.ckpt`` (what ``make train`` writes).
 
@@ -92,7 +92,7 @@ def train_quickstart(out_dir: str | Path = NOTEBOOK_DIR / "quickstart",
 
 
 def quickstart_checkpoint(
-    log_dir: str | Path = ROOT / "outputs",
+    log_dir: str | Path = "outputs",
     out_dir: str | Path = NOTEBOOK_DIR / "quickstart",
     overrides: tuple[str, ...] = QUICKSTART_OVERRIDES,
 ) -> Path:

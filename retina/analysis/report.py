@@ -1,5 +1,5 @@
 """The evaluation report: one COCOeval of a set of detections, and every view of it written
-into one folder (what ``python -m retina.eval`` and ``python -m retina.eval.report`` write).
+into one folder (what ``retina eval`` and ``retina report`` write).
 
 ==========================  =====================================================
 ``metrics.json``            pycocotools' 12 numbers, per class, best-F1 points, the
@@ -175,7 +175,7 @@ def report_training_run(cfg: DictConfig) -> Path | None:
     out = Path(cfg.paths.output_dir) / "report"
     if _multi_process():
         log.info("several processes: no report here; write it with "
-                 "python -m retina.eval ckpt_path=%s out=%s", ckpt, out)
+                 "retina eval ckpt_path=%s out=%s", ckpt, out)
         return None
     report_from_checkpoint(ckpt, out, None, cfg.trainer.accelerator, **cfg.report)
     return out

@@ -1,6 +1,6 @@
 """COCO evaluation time: faster-coco-eval against pycocotools, the same detections.
 
-    python -m retina.bench eval [--images 500] [--dets 100] [--classes 80] [--repeats 3]
+    retina bench eval [images=500] [dets=100] [classes=80] [repeats=3]
 
 Synthetic COCO-like data: images of 640 x 480 with about 7 boxes each (COCO's 7.3) over
 ``classes`` categories, sizes spread over small / medium / large; ``dets`` detections per

@@ -1,6 +1,6 @@
 """torchvision's RetinaNet as a contender in our pipeline (same data, same COCO numbers).
 
-The recipe is the best torchvision one measured on NEON (../shared/ANCHORS.md): a
+The recipe is the best torchvision one measured on NEON in a separate comparison of recipes: a
 MobileNetV2 ImageNet backbone with the FPN taken from the stage ends, a GroupNorm head,
 torchvision's losses. Its anchors are either torchvision's defaults (32-512 px, three
 ratios, cell corners) or exactly ours (:class:`OurAnchors`, built with

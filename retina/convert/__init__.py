@@ -1,9 +1,9 @@
 """Detectors trained elsewhere, as retina checkpoints and exports (and back to torchvision).
 
-    python -m retina.convert torchvision FILE.pth out=DIR [variant=v1|v2] [bn_eps=...]
-    python -m retina.convert mmdet FILE.pth out=DIR [model=retinanet|gfl] [style=pytorch|caffe]
+    retina convert torchvision FILE.pth out=DIR [variant=v1|v2] [bn_eps=...]
+    retina convert mmdet FILE.pth out=DIR [model=retinanet|gfl] [style=pytorch|caffe]
         [mean=[...]] [std=[...]] [bgr_to_rgb=true|false]
-    python -m retina.convert to-torchvision CKPT out=FILE.pth
+    retina convert to-torchvision CKPT out=FILE.pth
 
 ``overrides=[data.min_size=640,...]`` passes Hydra overrides to the experiment the model is
 built from.

@@ -1,5 +1,5 @@
-"""``python -m retina.convert torchvision|mmdet|to-torchvision FILE key=value...``: see
-:mod:`retina.convert`. Options are parsed with OmegaConf, like ``retina.predict``."""
+"""``retina convert SOURCE PATH out=... [key=value ...]`` (``python -m retina.convert``): see
+:mod:`retina.convert`; ``voc`` and ``yolo`` write COCO JSON (:mod:`retina.data.convert`)."""
 
 from __future__ import annotations
 
@@ -8,36 +8,50 @@ import sys
 
 from omegaconf import OmegaConf
 
+from retina.cli import USAGE_ERROR, check_keys, fail, print_usage, split_positional, wants_help
 from retina.convert import mmdet, torchvision
 from retina.convert.keys import ConversionError
+from retina.data import convert as annotations
 
-USAGE = __doc__.split("\n\n")[0]
-# command -> (function, its options besides the file)
+# source -> (function, its options besides the file)
 COMMANDS = {
     "torchvision": (torchvision.convert, ("out", "variant", "bn_eps", "overrides")),
     "mmdet": (mmdet.convert, ("out", "model", "style", "mean", "std", "bgr_to_rgb",
                               "overrides")),
     "to-torchvision": (torchvision.to_torchvision, ("out",)),
 }
+SOURCES = (*COMMANDS, *annotations.FORMATS)
+EXAMPLE = "retina convert torchvision retinanet_resnet50_fpn_coco-eeacb38b.pth out=converted/tv"
 
 
-def main(argv: list[str]) -> object:
-    """Run one command; returns what its function returns."""
-    if len(argv) < 2 or argv[0] not in COMMANDS or "=" in argv[1]:
-        raise SystemExit(f"usage: {USAGE}")
-    fn, allowed = COMMANDS[argv[0]]
-    options = OmegaConf.to_container(OmegaConf.from_dotlist(argv[2:]))
-    unknown = sorted(set(options) - set(allowed))
-    if unknown or "out" not in options:
-        raise SystemExit(f"{argv[0]} takes out=... and optionally "
-                         f"{', '.join(a + '=' for a in allowed[1:]) or 'nothing else'}; got "
-                         f"{', '.join(unknown) or 'no out='}")
-    return fn(argv[1], options.pop("out"), **options)
+def run(argv: list[str]) -> object:
+    """Convert one model file; returns what the source's function returns."""
+    (source, path), rest = split_positional(argv, 2, f"{'|'.join(COMMANDS)} FILE", EXAMPLE)
+    if source not in COMMANDS:
+        fail(f"unknown source {source!r}; one of {', '.join(SOURCES)}", EXAMPLE)
+    fn, allowed = COMMANDS[source]
+    check_keys(rest, list(allowed), EXAMPLE)
+    options = OmegaConf.to_container(OmegaConf.from_dotlist(rest))
+    if "out" not in options:
+        fail(f"missing out=... ({source} takes out= and optionally "
+             f"{', '.join(a + '=' for a in allowed[1:]) or 'nothing else'})", EXAMPLE)
+    return fn(path, options.pop("out"), **options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if wants_help(args):
+        return print_usage("convert")
+    if args and args[0] in annotations.FORMATS:
+        return annotations.main(args)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        print(run(args))
+    except (ConversionError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    return 0
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        print(main(sys.argv[1:]))
-    except (ConversionError, FileNotFoundError) as err:
-        raise SystemExit(f"error: {err}") from None
+    sys.exit(main())

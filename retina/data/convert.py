@@ -3,10 +3,10 @@
 Training and evaluation then run on the COCO file like on any COCO data
 (`retina.data.coco.CocoDetection`, pycocotools), so every format is evaluated alike.
 
-Command line::
+Command line (also ``python -m retina.data.convert ...``)::
 
-    python -m retina.data.convert voc ROOT [--split train] --out FILE.json
-    python -m retina.data.convert yolo ROOT --split val --out FILE.json
+    retina convert voc ROOT out=FILE.json [split=train] [classes=[a,b]] [skip_bad=true]
+    retina convert yolo ROOT split=val out=FILE.json
 
 The written ``file_name`` of each image is relative to ROOT: train on the result with
 ``data=coco data.train_ann=FILE.json data.train_images=ROOT ...``.
@@ -14,13 +14,17 @@ The written ``file_name`` of each image is relative to ROOT: train on the result
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
 import logging
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import MISSING
+
+from retina.cli import USAGE_ERROR, fail, parse_options, print_usage, split_positional, wants_help
 from retina.data import voc, yolo
 from retina.data.cache import write_json
 from retina.data.datamodule import DetectionDataModule
@@ -196,42 +200,46 @@ def converted_datamodule(
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m retina.data.convert {voc,yolo} ROOT --out FILE.json``."""
-    parser = argparse.ArgumentParser(
-        description="Write COCO JSON from Pascal VOC or YOLO annotations (checked: boxes "
-        "clipped to the image, degenerate boxes dropped, bad files are errors)."
-    )
-    parser.add_argument("format", choices=FORMATS)
-    parser.add_argument("root", type=Path, help="dataset root (VOC: Annotations/, "
-                        "JPEGImages/; YOLO: data.yaml, images/, labels/)")
-    parser.add_argument("--split", default=None, help="VOC: ImageSets/Main/<split>.txt "
-                        "(default: every XML file); YOLO: data.yaml key or images/<split>")
-    parser.add_argument("--out", type=Path, required=True, help="COCO JSON to write")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="skip and count bad files instead of stopping at the first")
-    parser.add_argument("--classes", nargs="+", default=None,
-                        help="VOC class names in label order (default: all found, sorted)")
-    parser.add_argument("--difficult", choices=voc.DIFFICULT, default="ignore",
-                        help="VOC difficult objects: ignore (iscrowd) or keep (ordinary)")
-    parser.add_argument("--one-based", action="store_true",
-                        help="VOC devkit convention: subtract 1 from xmin and ymin")
-    args = parser.parse_args(argv)
+@dataclass
+class ConvertOptions:
+    """Options of ``retina convert voc|yolo ROOT`` (``key=value``)."""
+
+    out: str = MISSING  # COCO JSON to write
+    # VOC: ImageSets/Main/<split>.txt (None: every XML file); YOLO: data.yaml key or images/<split>
+    split: str | None = None
+    skip_bad: bool = False  # skip and count bad files instead of stopping at the first
+    classes: list[str] | None = None  # VOC class names in label order (None: all found, sorted)
+    difficult: str = "ignore"  # VOC difficult objects: ignore (iscrowd) or keep (ordinary)
+    one_based: bool = False  # VOC devkit convention: subtract 1 from xmin and ymin
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``retina convert voc|yolo ROOT out=FILE.json [key=value ...]``: writes checked COCO JSON
+    (boxes clipped to the image, degenerate boxes dropped, bad files are errors)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if wants_help(args):
+        return print_usage("convert")
+    example = "retina convert voc data/VOCdevkit/VOC2012 split=train out=train.json"
+    (fmt, root), options = split_positional(args, 2, "voc|yolo ROOT", example)
+    if fmt not in FORMATS:
+        fail(f"unknown annotation format {fmt!r}: expected one of {', '.join(FORMATS)}", example)
+    opts = parse_options(ConvertOptions, options, example)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        coco, report = convert(
-            args.format, args.root, args.split, skip_bad=args.skip_bad, classes=args.classes,
-            difficult=args.difficult, one_based=args.one_based,
-        )
+        coco, report = convert(fmt, root, opts.split, skip_bad=opts.skip_bad,
+                               classes=opts.classes, difficult=opts.difficult,
+                               one_based=opts.one_based)
     except (ValueError, FileNotFoundError) as e:  # bad input: the message says where
-        parser.exit(2, f"error: {e}\n")
-    write_json(args.out, coco)
+        print(f"error: {e}", file=sys.stderr)
+        return USAGE_ERROR
+    write_json(Path(opts.out), coco)
     report.log(log)
     print(
-        f"wrote {args.out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes, "
-        f"{len(coco['categories'])} classes; image paths are relative to {args.root}"
+        f"wrote {opts.out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes, "
+        f"{len(coco['categories'])} classes; image paths are relative to {root}"
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """Large images (scenes) read one window at a time, with their georeference if they have one.
 
 :func:`open_scene` takes a file or a ``(3, H, W)`` uint8 tensor. GeoTIFF and other TIFF
-files are read with ``rasterio`` when it is installed (``pip install 'retina[geo]'``):
+files are read with ``rasterio`` when it is installed (``pip install 'retina-det[geo]'``):
 windowed reads, so the scene is never in memory whole, and the affine transform and CRS
 that map pixels to map coordinates. Without rasterio, and for PNG / JPEG, PIL decodes the
 image once as 8-bit and windows are cut from it (pixel space only).
@@ -180,7 +180,7 @@ def open_scene(source: str | Path | Tensor) -> Scene:
         if has_rasterio():
             return RasterioScene(path)
         log.info("%s: rasterio is not installed, reading it in pixel space (no GeoJSON); "
-                 "pip install 'retina[geo]' for map coordinates", path)
+                 "pip install 'retina-det[geo]' for map coordinates", path)
     try:
         return PILScene(path)
     except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for a non-image

@@ -30,6 +30,7 @@ import numpy as np
 from omegaconf import MISSING, OmegaConf
 from PIL import Image
 
+from retina.cli import COMMANDS, USAGE_ERROR, print_usage, wants_help
 from retina.data.coco import load_coco, rgb_array
 from retina.data.validate import ImageRecord, Report, records_to_coco
 
@@ -305,20 +306,20 @@ def tile_dataset(cfg: TileConfig) -> tuple[Path, TileCounts]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if wants_help(argv):
+        return print_usage("tile")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(TileConfig),
-                              OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv))
+        cfg = OmegaConf.merge(OmegaConf.structured(TileConfig), OmegaConf.from_dotlist(argv))
         missing = [k for k in ("format", "out") if OmegaConf.is_missing(cfg, k)]
         if missing:
             raise ValueError(f"missing {', '.join(f'{k}=...' for k in missing)}")
         ann, counts = tile_dataset(OmegaConf.to_object(cfg))
     except (ValueError, FileNotFoundError, KeyError) as err:
         msg = str(err).splitlines()[0] if isinstance(err, KeyError) else str(err)
-        print(f"error: {msg}\nusage: python -m retina.data.tile format=coco|voc|yolo "
-              "(root=DIR [split=NAME] | ann=FILE images=DIR) out=DIR [tile=400] "
-              "[overlap=0.25] [min_visible=0.5] [keep_empty=false]", file=sys.stderr)
-        return 2
+        print(f"error: {msg} (example: {COMMANDS['tile'].example})", file=sys.stderr)
+        return USAGE_ERROR
     print(f"wrote {ann}: {counts.line()}")
     return 0
 

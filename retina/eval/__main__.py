@@ -1,18 +1,21 @@
-"""Evaluate a checkpoint and write the report:
-``python -m retina.eval ckpt_path=FILE [data=...] [out=DIR]`` (see conf/eval.yaml)."""
+"""Evaluate a checkpoint and write the report: ``retina eval ckpt_path=FILE [data=...]
+[out=DIR]`` (``python -m retina.eval``; see conf/eval.yaml)."""
 
 from __future__ import annotations
 
-import hydra
+import sys
+
 from omegaconf import DictConfig
 
 from retina.analysis.report import report_from_checkpoint
+from retina.cli import hydra_command
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
+def task(cfg: DictConfig) -> None:
     report_from_checkpoint(cfg.ckpt_path, cfg.out, cfg.get("data"), cfg.accelerator, **cfg.report)
 
 
+main = hydra_command("eval", task)
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

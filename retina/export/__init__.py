@@ -1,8 +1,8 @@
 """Export checkpoints (safetensors + JSON, TorchScript, ONNX) and run them.
 
-    python -m retina.export ckpt_path=FILE format=safetensors|torchscript|onnx out=PATH
-    python -m retina.export.parity ckpt_path=FILE     # eager vs TorchScript vs ONNX Runtime
-    python -m retina.export.speed ckpt_path=FILE      # ONNX Runtime vs eager, per tile
+    retina export ckpt_path=FILE format=safetensors|torchscript|onnx out=PATH
+    retina parity ckpt_path=FILE         # eager vs TorchScript vs ONNX Runtime
+    retina export-speed ckpt_path=FILE   # ONNX Runtime vs eager, per tile
 
 ``load(path)`` returns a predictor for any of them (or a training checkpoint).
 """

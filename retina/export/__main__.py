@@ -1,13 +1,15 @@
-"""``python -m retina.export ckpt_path=FILE format=... [out=PATH]`` (see conf/export.yaml)."""
+"""``retina export ckpt_path=FILE format=... [out=PATH]`` (``python -m retina.export``; see
+conf/export.yaml)."""
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
+from retina.cli import hydra_command
 from retina.export.formats import SUFFIXES, export
 from retina.export.predictor import from_checkpoint
 
@@ -30,10 +32,7 @@ def run_export(cfg: DictConfig) -> Path:
     return path
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
-def main(cfg: DictConfig) -> None:
-    run_export(cfg)
-
+main = hydra_command("export", run_export)
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

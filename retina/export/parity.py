@@ -1,6 +1,6 @@
 """Do eager PyTorch, TorchScript and ONNX Runtime detect the same boxes?
 
-    python -m retina.export.parity ckpt_path=FILE [score_thresh=0.01] [out_dir=DIR]
+    retina parity ckpt_path=FILE [score_thresh=0.01] [out_dir=DIR]   (python -m retina.export.parity)
 
 Exports the checkpoint to the three formats, runs every runtime on the same images
 (the COCO val set and a few random images) and compares each with the eager
@@ -11,15 +11,16 @@ score differences, COCO mAP. Prints a table; ``parity(...)`` returns its rows.
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
 from torchvision.ops import box_iou
 
+from retina.cli import hydra_command
 from retina.data.coco import load_coco, read_rgb
 from retina.export.formats import export
 from retina.export.predictor import Detections, Predictor, from_checkpoint
@@ -163,12 +164,13 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="parity")
-def main(cfg: DictConfig) -> None:
+def task(cfg: DictConfig) -> None:
     rows = parity(cfg.ckpt_path, cfg.ann, cfg.images, cfg.out_dir, cfg.batch_size,
                   cfg.num_random, cfg.score_thresh, cfg.max_images)
     print(format_table(rows))
 
 
+main = hydra_command("parity", task)
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Inference time per tile: ONNX Runtime and TorchScript next to eager PyTorch.
 
-    python -m retina.export.speed ckpt_path=FILE [tile=400] [repeats=20] [threads=N]
+    retina export-speed ckpt_path=FILE [tile=400] [repeats=20] [threads=N]   (python -m retina.export.speed)
 
 One process, one input (a uint8 tile, batch 1), the whole path each time (resize,
 network, postprocess, mapping back), same thread count for every runtime; repeats are
@@ -11,16 +11,17 @@ all runtimes alike. Reports the median and minimum per runtime and the ratio to 
 from __future__ import annotations
 
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from retina.cli import hydra_command
 from retina.data.coco import read_rgb
 from retina.export.formats import export
 from retina.export.predictor import from_checkpoint
@@ -101,12 +102,13 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="speed")
-def main(cfg: DictConfig) -> None:
+def task(cfg: DictConfig) -> None:
     rows = speed(cfg.ckpt_path, cfg.tile, cfg.image, cfg.repeats, cfg.warmup, cfg.threads,
                  cfg.out_dir)
     print(format_table(rows))
 
 
+main = hydra_command("export-speed", task)
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,10 +1,12 @@
 """Summary of a Hydra multirun: ``sweep.csv``, ``sweep.md`` and ``sweep.png`` in its directory.
 
-Written at the end of every ``python -m retina.train -m ...`` by the Hydra callback
+Written at the end of every ``retina train -m ...`` by the Hydra callback
 :class:`SweepSummary` (``hydra.callbacks.sweep_summary`` in conf/train.yaml), or afterwards
 for any multirun directory::
 
-    python -m retina.sweeps.report outputs/train_multirun/2026-11-29_12-00-00
+    retina sweep-report outputs/train_multirun/2026-11-29_12-00-00 [metric=val/mAP_50]
+
+(or ``python -m retina.sweeps.report ...``).
 
 Each job directory's ``job.json`` (retina.sweeps.job) gives its overrides, status, error, wall
 time and metrics; a directory without one (older runs) is read from Hydra's
@@ -13,17 +15,19 @@ time and metrics; a directory without one (older runs) is read from Hydra's
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
 import math
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from retina.cli import parse_options, print_usage, split_positional, wants_help
 from retina.sweeps.job import FAILED, JOB_FILE, OK, direction
 from retina.sweeps.plot import plot_sweep, short
 
@@ -189,19 +193,26 @@ class SweepSummary(Callback):
         log.info("\n%s", files["md"].read_text())
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m retina.sweeps.report",
-        description="Write sweep.csv, sweep.md and sweep.png for a Hydra multirun directory.",
-    )
-    parser.add_argument("sweep_dir", help="the multirun directory (its job directories 0, 1, ...)")
-    parser.add_argument("--metric", help="metric to rank and plot (default: the jobs' optimized_metric)")
-    parser.add_argument("--minimize", action="store_true", help="lower is better (default: the sweeper's)")
-    args = parser.parse_args(argv)
-    files = summarize(args.sweep_dir, args.metric, False if args.minimize else None)
+@dataclass
+class ReportOptions:
+    """Options of ``retina sweep-report DIR``."""
+
+    metric: str | None = None  # rank and plot by this (default: the jobs' optimized_metric)
+    minimize: bool = False  # lower is better (default: the sweeper's direction)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if wants_help(args):
+        return print_usage("sweep-report")
+    example = "retina sweep-report outputs/train_multirun/<date> metric=val/mAP_50"
+    (sweep_dir,), rest = split_positional(args, 1, "the multirun directory", example)
+    opts = parse_options(ReportOptions, rest, example)
+    files = summarize(sweep_dir, opts.metric, False if opts.minimize else None)
     print(files["md"].read_text())
     print("\n".join(str(p) for p in files.values()))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,7 +2,7 @@
 than the cores that torch's threads leave free, so that the two never compete for a core.
 
 On two cores torch's two threads and one loader worker made an epoch of the NEON default
-~12 % slower than loading in the training process (measured: ``docs/benchmarks.md``).
+~12 % slower than loading in the training process (measured: ``docs/training.md``).
 """
 
 from __future__ import annotations

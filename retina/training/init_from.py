@@ -1,7 +1,7 @@
 """``model.init_from``: start from the Detector weights of another file.
 
 The file is a retina checkpoint (``.ckpt``: ``retina.train``'s, or one written by
-``python -m retina.convert`` from torchvision or mmdetection) or a safetensors export. Every
+``retina convert`` from torchvision or mmdetection) or a safetensors export. Every
 tensor of the Detector is loaded with strict checks on names and shapes, except the class
 predictor ``head.cls_pred``: when the file predicts another number of classes (fine-tuning
 on other data), it keeps its fresh initialisation at the prior and the log says so.

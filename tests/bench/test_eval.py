@@ -2,7 +2,7 @@
 
 import json
 
-from retina.bench.__main__ import main
+from retina.bench.__main__ import run
 from retina.bench.evaluation import synthetic_coco, synthetic_detections
 
 
@@ -19,8 +19,7 @@ def test_synthetic_data_is_coco_like():
 
 def test_eval_command_reports_both_backends(tmp_path, capsys):
     out = tmp_path / "eval.json"
-    main(["eval", "--images", "30", "--dets", "20", "--classes", "5", "--repeats", "1",
-          "--out", str(out)])
+    run(["eval", "images=30", "dets=20", "classes=5", "repeats=1", f"out={out}"])
     report = json.loads(out.read_text())
     r = report["eval"]
     assert (r["images"], r["detections"], r["classes"]) == (30, 600, 5)
@@ -28,5 +27,5 @@ def test_eval_command_reports_both_backends(tmp_path, capsys):
         assert r[backend]["median_ms"] >= r[backend]["min_ms"] > 0
     assert r["max_abs_diff"] <= 1e-6 and 0 < r["mAP"] < 1 and r["ratio"] > 0
     assert r["target_ms"] == 500 and isinstance(r["meets_target"], bool)
-    assert report["command"].startswith("python -m retina.bench eval") and report["machine"]
+    assert report["command"].startswith("retina bench eval") and report["machine"]
     assert "faster-coco-eval" in capsys.readouterr().out

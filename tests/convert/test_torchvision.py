@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.models.detection import retinanet_resnet50_fpn, retinanet_resnet50_fpn_v2
 
-from retina.convert.__main__ import main
+from retina.convert.__main__ import run
 from retina.convert.keys import ConversionError, convert_state, invert
 from retina.convert.torchvision import (
     VARIANTS,
@@ -89,10 +89,14 @@ def test_the_experiments_compute_as_torchvision_but_v1s_batch_norm_epsilon(tmp_p
     assert behaviour_differences(experiment_module("v2", tmp_path)) == []
 
 
-def test_command_line_errors_name_the_options():
-    with pytest.raises(SystemExit, match="usage"):
-        main(["torchvision"])
-    with pytest.raises(SystemExit, match="takes out=... and optionally variant=, bn_eps=, overrides=; got vairant"):
-        main(["torchvision", "x.pth", "out=d", "vairant=v1"])
-    with pytest.raises(SystemExit, match="got no out="):
-        main(["mmdet", "x.pth"])
+def test_command_line_errors_name_the_options(capsys):
+    for argv, message in [
+        (["torchvision"], "expected torchvision|mmdet|to-torchvision FILE first"),
+        (["torchvision", "x.pth", "out=d", "vairant=v1"],
+         "unknown option 'vairant' (did you mean variant?); options: out, variant, bn_eps"),
+        (["mmdet", "x.pth"], "missing out=... (mmdet takes out= and optionally model="),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            run(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and len(err.splitlines()) == 1

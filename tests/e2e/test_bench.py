@@ -11,7 +11,7 @@ from retina.training.config import ROOT
 def test_speed_quick_writes_every_measure_and_ratio(tmp_path):
     out = tmp_path / "speed.json"
     run = subprocess.run(
-        [sys.executable, "-m", "retina.bench", "speed", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "retina", "bench", "speed", "quick=true", f"out={out}"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -28,11 +28,11 @@ def test_speed_quick_writes_every_measure_and_ratio(tmp_path):
 
 
 def test_scene_scores_resized_and_sliced_on_the_whole_scene(trained_retinanet, tmp_path):
-    from retina.bench.__main__ import main
+    from retina.bench.__main__ import run
 
     out, picture = tmp_path / "scene.json", tmp_path / "scene.png"
-    report = main(["scene", "--model", str(trained_retinanet.ckpt), "--tiles", "240",
-                   "--draw", str(picture), "--out", str(out)])
+    report = run(["scene", f"model={trained_retinanet.ckpt}", "tiles=[240]",
+                  f"draw={picture}", f"out={out}"])
     assert json.loads(out.read_text())["results"] == report["results"]
     assert report["trees"] == 279 and report["megapixels"] == pytest.approx(1249 * 1035 / 1e6)
     assert set(report["results"]) == {"resize", "sliced tile=240"}

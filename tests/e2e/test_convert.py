@@ -22,7 +22,7 @@ from torchvision.models.detection import retinanet_resnet50_fpn, retinanet_resne
 
 import retina
 from retina.convert import mmdet
-from retina.convert.__main__ import main
+from retina.convert.__main__ import run
 from retina.data.coco import load_coco, read_rgb
 from retina.export.parity import random_images
 from retina.training.checkpoint import load_checkpoint, module_from_checkpoint
@@ -135,7 +135,7 @@ def converted(variant: str, tmp_path_factory) -> tuple:
         model = perturbed_torchvision(variant, images)
         tmp = tmp_path_factory.mktemp(f"tv_{variant}")
         torch.save(model.state_dict(), tmp / "tv.pth")
-        main(["torchvision", str(tmp / "tv.pth"), f"out={tmp / 'out'}",
+        run(["torchvision", str(tmp / "tv.pth"), f"out={tmp / 'out'}",
               f"overrides=[data.min_size={SIZE},data.max_size={SIZE}]"])
         _CASES[variant] = (variant, model, tmp / "out", ids, images)
     return _CASES[variant]
@@ -177,7 +177,7 @@ def test_torchvision_detections_and_coco_numbers_are_identical(torchvision_case)
 def test_the_way_back_loads_into_torchvision(torchvision_case, tmp_path, caplog):
     variant, _, out, _, images = torchvision_case
     with caplog.at_level(logging.WARNING, logger="retina.convert.torchvision"):
-        path = main(["to-torchvision", str(out / "model.ckpt"), f"out={tmp_path / 'back.pth'}"])
+        path = run(["to-torchvision", str(out / "model.ckpt"), f"out={tmp_path / 'back.pth'}"])
     assert ("bn_eps" in caplog.text) == (variant == "v1")
     back = BUILDERS[variant](weights=None, weights_backbone=None, num_classes=91,
                              min_size=SIZE, max_size=SIZE).eval()
@@ -229,7 +229,7 @@ def test_fine_tuning_from_a_converted_file_with_other_classes(torchvision_v1, tm
 def test_mmdet_outputs_equal_the_functional_reference(model, style, tmp_path):
     state = mmdet_state(model, num_classes=80, seed=1)
     torch.save({"meta": {"epoch": 12}, "state_dict": state}, tmp_path / "mmdet.pth")
-    main(["mmdet", str(tmp_path / "mmdet.pth"), f"out={tmp_path / 'out'}", f"style={style}"])
+    run(["mmdet", str(tmp_path / "mmdet.pth"), f"out={tmp_path / 'out'}", f"style={style}"])
     predictor = retina.load(tmp_path / "out" / "model.json")
     assert predictor.class_names[0] == "person" and predictor.cat_ids[-1] == 90
     g = torch.Generator().manual_seed(3)

@@ -219,8 +219,9 @@ def test_bad_files_give_errors_naming_them(exported, tmp_path, capsys):
     assert predict_main([f"model={tmp_path / 'cut.onnx'}", f"images={VAL_IMAGES}",
                          f"out={tmp_path / 'out'}", "progress=false"]) == 2
     assert "cut.onnx is not a loadable ONNX model" in capsys.readouterr().err
-    assert predict_main(["model=x.onnx", "images=y", "out=z", "batchsize=2"]) == 2
-    assert "batchsize" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # a wrong option: before any file is read
+        predict_main(["model=x.onnx", "images=y", "out=z", "batchsize=2"])
+    assert exit_info.value.code == 2 and "batchsize" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- predict

@@ -129,8 +129,8 @@ def test_measuring_commands_run(trained_retinanet, tmp_path):
 
 def test_bench_accuracy_command_writes_its_report(tmp_path):
     out = tmp_path / "accuracy.json"
-    command("retina.bench", "accuracy", "--minutes", "0.05", "--seeds", "2",
-            "--models", "gfl", "torchvision_fair", "--out", str(out), timeout=1200)
+    command("retina.bench", "accuracy", "minutes=0.05", "seeds=2",
+            "models=[gfl,torchvision_fair]", f"out={out}", timeout=1200)
     report = json.loads(out.read_text())
     assert report["seeds"] == [0, 1] and list(report["results"]) == ["gfl", "torchvision_fair"]
     for result in report["results"].values():

@@ -83,10 +83,11 @@ def test_skip_nonfinite_leaves_weights_unchanged_and_counts(tiny_cfg, tmp_path, 
 # ---------------------------------------------------------------- real runs in subprocesses
 
 
-def run_train(*overrides: str, run_dir: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+def run_train(*overrides: str, run_dir: Path, timeout: float = 900,
+              command: tuple[str, ...] = ("retina.train",)) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(
-        [sys.executable, "-m", "retina.train", *TINY, *overrides, f"paths.log_dir={run_dir.parent}",
+        [sys.executable, "-m", *command, *TINY, *overrides, f"paths.log_dir={run_dir.parent}",
          f"hydra.run.dir={run_dir}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
     )
@@ -94,7 +95,9 @@ def run_train(*overrides: str, run_dir: Path, timeout: float = 900) -> subproces
 
 @pytest.mark.slow
 def test_ddp_cpu_fast_dev_run(tmp_path):
-    run = run_train("trainer=ddp_cpu", "debug=fdr", run_dir=tmp_path / "ddp")
+    # through the `retina` command: Lightning starts the second process with its command line
+    run = run_train("trainer=ddp_cpu", "debug=fdr", run_dir=tmp_path / "ddp",
+                    command=("retina", "train"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "MEMBER: 2/2" in run.stdout + run.stderr  # two processes joined
     assert "val/mAP" in json.loads((tmp_path / "ddp" / "metrics.json").read_text())
@@ -134,7 +137,7 @@ def test_ddp_validation_equals_one_process(tmp_path, val_subset):
     # the report of best.ckpt: in one process; after DDP the log says how to write it
     assert (tmp_path / "one" / "report" / "metrics.json").is_file()
     assert not (tmp_path / "two" / "report").exists()
-    assert "python -m retina.eval ckpt_path=" in (tmp_path / "two" / "train.log").read_text()
+    assert "retina eval ckpt_path=" in (tmp_path / "two" / "train.log").read_text()
 
 
 @pytest.mark.slow

@@ -47,9 +47,11 @@ def test_bad_metadata_is_named(text, message):
 
 
 def test_predict_without_a_model_names_the_key(tmp_path, capsys):
-    assert predict_main([f"images={tmp_path}", f"out={tmp_path / 'out'}"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        predict_main([f"images={tmp_path}", f"out={tmp_path / 'out'}"])
     err = capsys.readouterr().err
-    assert "error: missing model=..." in err and "usage: python -m retina.predict" in err
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: missing model=... (example: retina predict model=")
     assert not (tmp_path / "out").exists()
 
 
