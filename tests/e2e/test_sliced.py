@@ -145,4 +145,6 @@ def test_8000_px_scene_in_bounded_memory(exported, tmp_path):
     # cost a few MB (17 measured: detections), and the whole is less than the scene in uint8
     assert mb["whole"] - mb["quarter"] < 40 and mb["whole"] < 150, report
     assert report["whole"]["dets"] > 1000
-    assert "81/81" in run.stderr  # the progress bar over 9 x 9 windows (x 0 900 ... 6300 7000)
+    # the progress bar over 9 x 9 windows (x 0 900 ... 6300 7000); it clears itself at the end,
+    # so its last frame drawn may be any count
+    assert "/81 [" in run.stderr and "window/s" in run.stderr
