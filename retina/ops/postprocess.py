@@ -1,8 +1,9 @@
 """From raw head outputs to detections: threshold, top-k, decode, clip, class-wise NMS.
 
-Batched over images and levels: one NMS call for the whole batch (:func:`nms_rank`, used
-by training, the predictor and the exported graphs alike), no Python loop over images or
-classes.
+Batched over images and levels, the class maps read in the head's layout (no copy); one
+exact class-wise NMS for the whole batch (:func:`nms_rank`, used by training, the predictor
+and the exported graphs alike), no Python loop over images or classes (eager, a loop over
+buckets of a few hundred boxes: :func:`per_group_nms`).
 """
 
 from __future__ import annotations
@@ -27,22 +28,19 @@ class BoxCoder(Protocol):
         ...
 
 
-def group_cells(
-    boxes: Tensor, image: Tensor, labels: Tensor, num_classes: int, batch: int
-) -> Tensor:
-    """(P, 4) float64 shift that puts each (image, class) group in its own cell of a grid.
+def group_cells(boxes: Tensor, groups: Tensor, num_groups: int) -> Tensor:
+    """(P, 4) float64 shift that puts each group of boxes in its own cell of a grid.
 
-    Group ``g = image * K + label`` goes to cell ``(g mod n, g div n)``, ``n = ceil(sqrt(B K))``,
-    cells ``step`` px apart, ``step`` a whole number above every coordinate: boxes of
-    different groups never overlap. Whole-pixel shifts in float64 are exact: a float32
-    coordinate (24 bits) plus a shift under ``2^T`` px fits in float64's 53 bits when the
-    coordinate is 0 or at least ``2^(T - 30)`` px (16 images x 80 classes at 1333 px:
-    ``n = 36``, shifts under 2^16 px, every coordinate 0 or >= 2^-14 px). A grid, not a row
-    of cells, keeps the shifts about sqrt(B K) times smaller.
+    Group ``g`` (in 0..num_groups-1) goes to cell ``(g mod n, g div n)``, ``n =
+    ceil(sqrt(num_groups))``, cells ``step`` px apart, ``step`` a whole number above every
+    coordinate: boxes of different groups never overlap. Whole-pixel shifts in float64 are
+    exact: a float32 coordinate (24 bits) plus a shift under ``2^T`` px fits in float64's 53
+    bits when the coordinate is 0 or at least ``2^(T - 30)`` px (16 images x 80 classes at
+    1333 px: ``n = 36``, shifts under 2^16 px, every coordinate 0 or >= 2^-14 px). A grid,
+    not a row of cells, keeps the shifts about sqrt(num_groups) times smaller.
     """
-    side = math.isqrt(max(batch * num_classes, 1) - 1) + 1  # n; any n separates the groups
+    side = math.isqrt(max(num_groups, 1) - 1) + 1  # n; any n separates the groups
     step = torch.cat([boxes.flatten(), boxes.new_zeros(1)]).double().max().floor() + 1
-    groups = image * num_classes + labels  # (P,)
     cell = torch.stack([groups % side, torch.div(groups, side, rounding_mode="floor")], 1)
     return cell.repeat(1, 2).double() * step  # (P, 4) x y x y
 
@@ -57,17 +55,18 @@ def nms_rank(
     boxes: Tensor, scores: Tensor, image: Tensor, labels: Tensor, num_classes: int,
     iou_threshold: float, batch: int,
 ) -> tuple[Tensor, Tensor]:
-    """Class-wise NMS within each image in a single ``nms`` call, exact, and the rank of each
-    kept box within its image. Traceable: no data-dependent Python (TorchScript graphs use it;
-    ONNX graphs use :func:`onnx_nms`, the same rule).
+    """Class-wise NMS within each image, exact, and the rank of each kept box within its
+    image. Traceable: no data-dependent Python while tracing (TorchScript graphs use it; ONNX
+    graphs use :func:`onnx_nms`, the same rule).
 
-    Exact: the boxes are shifted per (image, class) group in float64 (:func:`group_cells`),
-    where the shift loses no bit, so the IoU of two boxes of one group is computed from the
-    same numbers as unshifted, and the kept set is that of ``torchvision.ops.nms`` run on each
-    group alone in float64. On the float32 boxes, per-group ``nms`` keeps the same set but
-    for pairs whose IoU is within float32 rounding (about 1e-7) of the threshold. Shifting
-    in float32 instead (``batched_nms``, mmcv) rounds coordinates to 2^-7 px at 80 classes x
-    1334 px and flips decisions near the threshold.
+    Exact: the kept set is that of ``torchvision.ops.nms`` run on each (image, class) group
+    alone in float64. Eager, it is run that way (:func:`per_group_nms`); traced, in a single
+    ``nms`` call on boxes shifted per group in float64 (:func:`group_cells`), where the shift
+    loses no bit, so the IoU of two boxes of one group is computed from the same numbers as
+    unshifted. On the float32 boxes, per-group ``nms`` keeps the same set but for pairs whose
+    IoU is within float32 rounding (about 1e-7) of the threshold. Shifting in float32 instead
+    (``batched_nms``, mmcv) rounds coordinates to 2^-7 px at 80 classes x 1334 px and flips
+    decisions near the threshold.
 
     Args:
         boxes: (P, 4) float x1y1x2y2, >= 0.
@@ -82,9 +81,45 @@ def nms_rank(
         ``kept`` (Q,) indices of the kept boxes by decreasing score, and ``rank`` (Q,) the
         place of each among the kept boxes of its image (0: its best).
     """
-    shifted = boxes.double() + group_cells(boxes, image, labels, num_classes, batch)  # (P, 4)
-    kept = nms(shifted, scores.double(), iou_threshold)  # (Q,)
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        # one call: nms compares every box with every kept one, groups or not (quadratic)
+        groups = image * num_classes + labels  # (P,)
+        shifted = boxes.double() + group_cells(boxes, groups, batch * num_classes)
+        kept = nms(shifted, scores.double(), iou_threshold)  # (Q,)
+    else:
+        kept = per_group_nms(boxes, scores, image * num_classes + labels, iou_threshold)
     return kept, rank_in_image(image[kept], batch)
+
+
+def per_group_nms(
+    boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float, bucket: int = 256
+) -> Tensor:
+    """``torchvision.ops.nms`` of each group alone, in float64: (P, 4) boxes, (P,) scores and
+    groups -> (Q,) indices of the kept boxes by decreasing score.
+
+    ``nms`` compares each kept box with every later one, so one call on all groups costs P^2;
+    a call per group costs its overhead many times. Here groups are packed in order into
+    buckets of about ``bucket`` boxes (a group starting in a bucket stays whole in it), and
+    each bucket is one call on its boxes shifted per group (:func:`group_cells`, exact).
+    """
+    if len(groups) == 0:
+        return groups.new_zeros(0)
+    order = groups.argsort(stable=True)  # (P,) grouped
+    counts = torch.unique_consecutive(groups[order], return_counts=True)[1]  # (G,)
+    starts = counts.cumsum(0) - counts  # (G,) first box of each group
+    which = torch.div(starts, bucket, rounding_mode="floor")  # (G,) bucket of each group
+    local = torch.arange(len(counts), device=groups.device) - torch.searchsorted(which, which)
+    grouped = boxes[order]  # (P, 4)
+    shift = group_cells(grouped, local.repeat_interleave(counts), int(local.max()) + 1)
+    shifted, grouped_scores = grouped.double() + shift, scores[order].double()
+    sizes = counts.new_zeros(int(which[-1]) + 1).index_add_(0, which, counts)  # boxes per bucket
+    kept, start = [], 0
+    for n in sizes[sizes > 0].tolist():
+        part = slice(start, start + n)
+        kept.append(start + nms(shifted[part], grouped_scores[part], iou_threshold))
+        start += n
+    kept = order[torch.cat(kept)]  # (Q,)
+    return kept[scores[kept].sort(descending=True, stable=True).indices]
 
 
 class _MultiClassNMS(torch.autograd.Function):
@@ -263,6 +298,44 @@ class Postprocess:
         boxes, labels = cat.pop("boxes"), cat.pop("labels")
         return boxes, logits.float().sigmoid(), labels, logits > self.logit_thresh, cat
 
+    def _level_survivors(self, c_map: Tensor, k_cls: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One level's survivors, read in the head's layout (no copy of the class map).
+
+        Only the locations where some class passes the threshold (a max over classes) are
+        looked at class by class; when more than half of some image's locations pass, the
+        top-k of every image is taken over all its logits instead (the same set, cheaper).
+
+        Args:
+            c_map: (B, A*K, H, W) class logits.
+            k_cls: K.
+
+        Returns:
+            ``image``, ``anchor`` (index in the level's (H W A) anchors), ``label`` and
+            ``logit`` of each of the P survivors, (P,) each, grouped by image.
+        """
+        b, ch, h, w = c_map.shape
+        per_loc = ch // k_cls  # A
+        thresh = self.logit_thresh
+        logits = c_map.view(b, per_loc, k_cls, h * w)  # (B, A, K, HW)
+        passes = logits.amax(2) > thresh  # (B, A, HW)
+        if 2 * int(passes.flatten(1).sum(1).max()) > per_loc * h * w:
+            top, flat = c_map.flatten(1).topk(min(self.topk, ch * h * w), dim=1)  # (B, k)
+            keep = top > thresh
+            img = torch.arange(b, device=flat.device)[:, None].expand_as(flat)[keep]
+            flat, top = flat[keep], top[keep]  # (P,) into (A, K, HW)
+            anchor, label = flat // (k_cls * h * w), flat // (h * w) % k_cls
+            pos = flat % (h * w)
+        else:
+            img, anchor, pos = passes.nonzero(as_tuple=True)  # (L,) grouped by image
+            row, label = (logits[img, anchor, :, pos] > thresh).nonzero(as_tuple=True)  # (P,)
+            img, anchor, pos = img[row], anchor[row], pos[row]
+            top = logits[img, anchor, label, pos]
+            if int(torch.bincount(img, minlength=b).max()) > self.topk:
+                key = (pos * per_loc + anchor) * k_cls + label  # (P,) place in (HW A K)
+                img, key, top = top_per_image(img, key, top, b, self.topk)
+                anchor, label, pos = key // k_cls % per_loc, key % k_cls, key // (k_cls * per_loc)
+        return img, pos * per_loc + anchor, label, top
+
     def survivors(
         self, cls_maps: list[Tensor], box_maps: list[Tensor], anchors: list[Tensor],
         image_sizes: Tensor,
@@ -278,29 +351,16 @@ class Postprocess:
             (P, 4), ``scores`` (P,), ``labels`` (P,), and ``spread`` (P, 4) if the
             coder has one.
         """
-        thresh = self.logit_thresh
         parts: list[dict[str, Tensor]] = []
         for c_map, b_map, anc in zip(cls_maps, box_maps, anchors):
             k_cls, c_box = level_shapes(c_map, b_map, anc)
-            logits = flatten_levels([c_map], k_cls).flatten(1)  # (B, N*K)
-            above = logits > thresh
-            most = int(above.sum(1).max())
-            if most > self.topk and 2 * most > logits.shape[1]:
-                # nearly everything survives: the top-k of every logit is cheapest
-                top, idx = logits.topk(self.topk, dim=1)  # (B, k)
-                keep = top > thresh
-                img = torch.arange(len(idx), device=idx.device)[:, None].expand_as(idx)[keep]
-                idx, top = idx[keep], top[keep]  # (P,)
-            else:
-                img, idx = above.nonzero(as_tuple=True)  # (P,) grouped by image
-                top = logits[img, idx]
-                if most > self.topk:
-                    img, idx, top = top_per_image(img, idx, top, len(logits), self.topk)
-            a_idx = idx // k_cls
-            sel = flatten_levels([b_map], c_box)[img, a_idx]  # (P, C)
+            img, a_idx, labels, top = self._level_survivors(c_map, k_cls)
+            a_per_loc = anc.shape[0] // (b_map.shape[2] * b_map.shape[3])  # A
+            box = b_map.view(len(b_map), a_per_loc, c_box, -1)  # (B, A, C, HW)
+            sel = box[img, a_idx % a_per_loc, :, a_idx // a_per_loc]  # (P, C)
             part = self._decode(sel, anc[a_idx], image_sizes[img])
             parts.append({**part, "image": img, "scores": top.float().sigmoid(),
-                          "labels": idx % k_cls})
+                          "labels": labels})
         return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
 
     def __call__(

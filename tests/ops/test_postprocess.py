@@ -6,8 +6,9 @@ from torchvision.ops import batched_nms, nms
 from retina.model.anchors import AnchorGenerator
 from retina.ops.boxes import DeltaCoder, DistanceCoder
 from retina.ops.levels import flatten_levels
-from retina.ops.postprocess import Postprocess, nms_rank
-from tests.helpers import gfl_anchors, near_threshold_pairs, per_group_nms
+from retina.ops.postprocess import Postprocess, nms_rank, per_group_nms
+from tests.helpers import gfl_anchors, near_threshold_pairs
+from tests.helpers import per_group_nms as reference_nms
 
 
 def reference(cls_maps, box_maps, anchors, sizes, pp, k):
@@ -146,8 +147,8 @@ def test_nms_rank_is_per_image_per_class_nms_at_coco_size():
     # 16 images x 80 classes at 1333 x 800, 12 boxes per group in pairs near IoU 0.5
     boxes, scores, image, labels = near_threshold_pairs(16, 80)
     kept, rank = nms_rank(boxes, scores, image, labels, 80, 0.5, 16)
-    exact = per_group_nms(boxes, scores, image, labels, 0.5)
-    assert set(kept.tolist()) == exact == per_group_nms(boxes, scores, image, labels, 0.5,
+    exact = reference_nms(boxes, scores, image, labels, 0.5)
+    assert set(kept.tolist()) == exact == reference_nms(boxes, scores, image, labels, 0.5,
                                                         torch.float32)
     assert 0 < len(exact) < len(boxes)  # 1280 groups x (6 + the pairs under the threshold)
     assert (scores[kept][:-1] >= scores[kept][1:]).all()  # by decreasing score
@@ -177,7 +178,7 @@ def test_nms_rank_is_exact_for_boxes_under_a_pixel():
     scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5])
     image, labels = torch.tensor([1, 1, 1, 1, 0]), torch.tensor([2, 2, 2, 2, 0])
     kept, rank = nms_rank(boxes, scores, image, labels, 3, 0.5, 2)
-    assert set(kept.tolist()) == per_group_nms(boxes, scores, image, labels, 0.5)
+    assert set(kept.tolist()) == reference_nms(boxes, scores, image, labels, 0.5)
     assert kept.tolist() == [0, 1, 2, 4] and rank.tolist() == [0, 1, 2, 0]  # IoU 0.5 + 1e-6 goes
     kept, rank = nms_rank(boxes[:0], scores[:0], image[:0], labels[:0], 3, 0.5, 2)
     assert kept.shape == rank.shape == (0,)
@@ -213,3 +214,22 @@ def test_postprocess_keeps_the_class_offsets_exact():
     assert dets["labels"].tolist() == [90, 0]
     boxes, scores, labels, num_dets, _ = pp.padded([cls_map], [box_map], anchors, sizes)
     assert num_dets.tolist() == [2] and labels[0, :2].tolist() == [90, 0]
+
+
+def test_bucketed_nms_is_per_group_nms_whatever_the_bucket_size():
+    # groups of 1 to 40 boxes (near-threshold pairs and random boxes), packed into buckets
+    # smaller, larger and much larger than the groups: the kept set never changes
+    boxes, scores, image, labels = near_threshold_pairs(3, 5)
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(300, 2, generator=g) * 60
+    extra = torch.cat([xy, xy + 5 + torch.rand(300, 2, generator=g) * 20], 1)
+    boxes, scores = torch.cat([boxes, extra]), torch.cat([scores, torch.rand(300, generator=g)])
+    image = torch.cat([image, torch.randint(0, 3, (300,), generator=g)])
+    labels = torch.cat([labels, torch.randint(0, 5, (300,), generator=g)])
+    exact = reference_nms(boxes, scores, image, labels, 0.5)
+    assert 0 < len(exact) < len(boxes)
+    for bucket in (1, 7, 256, 10_000):
+        kept = per_group_nms(boxes, scores, image * 5 + labels, 0.5, bucket=bucket)
+        assert set(kept.tolist()) == exact
+        assert (scores[kept][:-1] >= scores[kept][1:]).all()
+    assert per_group_nms(boxes[:0], scores[:0], image[:0], 0.5).shape == (0,)
