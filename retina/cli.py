@@ -194,7 +194,9 @@ probe's number beside any timing.
 
   speed    train step, inference, loss and postprocess time and peak memory against
            torchvision's RetinaNet-R50-FPN: sizes=[512,640] batch=2 repeats=5 threads=N
-           quick=true (256 px, 2 repeats) out=FILE.json
+           quick=true (256 px, 2 repeats) device=cpu|cuda precision=fp32|bf16-mixed
+           channels_last=true compile=false (the torch.compile rows) memory=true
+           out=FILE.json
   accuracy NEON mAP after the same CPU budget, ours against torchvision (a fair contender
            with our anchors, and torchvision's defaults): minutes=10 seeds=3 (or seed=0)
            models=[retinanet,gfl,torchvision_fair,torchvision_default] out=FILE.json

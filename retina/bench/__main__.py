@@ -1,7 +1,8 @@
 """Benchmarks side by side with torchvision's RetinaNet, each in one process and one run
 (``python -m retina.bench`` is the same):
 
-    retina bench speed [sizes=[512,640]] [batch=2] [quick=true] [out=FILE]
+    retina bench speed [sizes=[512,640]] [batch=2] [quick=true] [device=cuda]
+                       [precision=bf16-mixed] [compile=true] [out=FILE]
     retina bench accuracy [minutes=10] [seeds=3 | seed=0] [models=[...]] [out=FILE]
     retina bench eval     # COCO evaluation time: faster-coco-eval vs pycocotools
     retina bench scene model=FILE [tiles=[400]] [overlap=0.25] [out=FILE]
@@ -32,6 +33,11 @@ class SpeedOptions:
     repeats: int = 5
     threads: int | None = None  # None: torch's default
     quick: bool = False  # 256 px, 2 repeats (about a minute)
+    device: str = "cpu"  # or cuda, cuda:1
+    precision: str = "fp32"  # or bf16-mixed: train steps and inference under bfloat16 autocast
+    channels_last: bool = True  # add the channels-last rows
+    compile: bool = False  # add the torch.compile rows (minutes of compiling on a CPU)
+    memory: bool = True  # peak train memory, fresh processes
     out: str | None = None  # write the JSON report here
 
 
@@ -107,14 +113,20 @@ def run(argv: list[str]) -> dict:
         return report
 
     if command == "speed":
-        from retina.bench.speed import print_speed, speed
+        from retina.bench.speed import check_device, print_speed, speed
 
         args.threads = args.threads or torch.get_num_threads()
         if args.quick:
             args.sizes, args.repeats = [256], 2
-        report = speed(args.sizes, args.batch, args.repeats, args.threads)
-        report["config"] = {"sizes": args.sizes, "batch": args.batch, "repeats": args.repeats,
-                            "threads": args.threads, "quick": args.quick}
+        try:
+            check_device(args.device, args.precision)
+        except ValueError as err:
+            fail(str(err), "retina bench speed device=cuda precision=bf16-mixed")
+        report = speed(args.sizes, args.batch, args.repeats, args.threads, args.memory,
+                       args.device, args.precision, args.channels_last, args.compile)
+        report["config"] = {k: getattr(args, k) for k in (
+            "sizes", "batch", "repeats", "threads", "quick", "device", "precision",
+            "channels_last", "compile", "memory")}
     elif command == "eval":
         from retina.bench.evaluation import eval_speed, print_eval
 

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -23,6 +22,7 @@ from torch import Tensor
 from retina.export.graph import DetectionGraph
 from retina.export.meta import ExportMeta
 from retina.export.predictor import Predictor
+from retina.model.fuse import fold_batchnorm
 
 FORMATS = ("safetensors", "torchscript", "onnx")
 SUFFIXES = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx"}
@@ -100,13 +100,12 @@ def graph_input_size(predictor: Predictor, input_size: tuple[int, int] | None) -
 
 
 def build_graph(predictor: Predictor, input_size: tuple[int, int] | None = None) -> DetectionGraph:
-    """The traceable graph of ``predictor`` at a fixed network input size, on CPU."""
+    """The traceable graph of ``predictor`` at a fixed network input size, on CPU, its batch
+    norms folded into the convolutions (``retina.model.fuse``)."""
     h, w = graph_input_size(predictor, input_size)
     div = predictor.meta.size_divisible
     padded = (-(-h // div) * div, -(-w // div) * div)  # rounded up like collate
-    detector = predictor.detector
-    if predictor.device.type != "cpu":
-        detector = copy.deepcopy(detector).cpu()
+    detector = fold_batchnorm(predictor.detector).cpu()  # a copy
     with torch.no_grad():  # batch 2: GroupNorm refuses one value per group (1x1 P7, batch 1)
         cls_maps, _ = detector(torch.zeros(2, 3, *padded))
     anchors = detector.level_anchors(cls_maps)

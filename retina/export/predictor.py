@@ -15,6 +15,7 @@ from retina.data.transforms import eval_transforms
 from retina.export.meta import ExportMeta, meta_from_checkpoint
 from retina.export.sliced import SlicedPrediction
 from retina.model.detector import Detector
+from retina.model.fuse import fold_batchnorm
 from retina.ops.levels import scale_to_original
 from retina.ops.postprocess import Postprocess
 from retina.training.checkpoint import load_checkpoint, module_from_checkpoint
@@ -61,6 +62,10 @@ class Predictor(SlicedPrediction):
         postprocess: decoder + NMS with the thresholds to use.
         meta: classes and input rules.
         device: where to run.
+        fold_bn: run a copy of ``detector`` with its batch norms folded into the convolutions
+            (``retina.model.fuse``; the same outputs to float rounding, faster), made on the
+            first call; ``detector`` itself keeps its weights as trained (what a safetensors
+            export writes).
 
     Example:
         >>> predictor = retina.load("model.safetensors")  # doctest: +SKIP
@@ -70,13 +75,23 @@ class Predictor(SlicedPrediction):
 
     def __init__(
         self, detector: Detector, postprocess: Postprocess, meta: ExportMeta,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "cpu", fold_bn: bool = True,
     ) -> None:
         self.device = torch.device(device)
         self.detector = detector.eval().to(self.device)
+        self.fold_bn = fold_bn
+        self._network: Detector | None = None
         self.postprocess = postprocess
         self.meta = meta
         self.transforms = eval_transforms(meta.size, meta.min_size, meta.max_size, meta.resize)
+
+    @property
+    def network(self) -> Detector:
+        """The detector as inference runs it: ``detector``, its batch norms folded with
+        ``fold_bn`` (folded once; change ``detector``'s weights before the first call)."""
+        if self._network is None:
+            self._network = fold_batchnorm(self.detector) if self.fold_bn else self.detector
+        return self._network
 
     @property
     def class_names(self) -> list[str]:
@@ -128,8 +143,8 @@ class Predictor(SlicedPrediction):
             and for GFL ``spread`` (D, 4) per-side std in pixels; sorted by score.
         """
         batch = self.preprocess(images)
-        cls_maps, box_maps = self.detector(batch["images"], batch["image_sizes"])
-        anchors = self.detector.level_anchors(cls_maps)
+        cls_maps, box_maps = self.network(batch["images"], batch["image_sizes"])
+        anchors = self.network.level_anchors(cls_maps)
         dets = self.postprocess(cls_maps, box_maps, anchors, batch["image_sizes"])
         return scale_to_original(dets, batch["image_sizes"], batch["orig_sizes"])
 

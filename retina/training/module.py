@@ -192,6 +192,12 @@ class DetectionModule(CocoDetectionTask):
             of classes, which keeps its prior (see :mod:`retina.training.init_from`).
         eval_backend: the COCOeval of validation: ``faster-coco-eval`` or ``pycocotools``
             (the reference), the same numbers.
+        channels_last: the detector's weights and the input batches in channels-last memory
+            layout (the same numbers; speed depends on the machine, see docs/benchmarks.md).
+        compile: ``torch.compile`` the detector's forward for training and validation:
+            ``True``, or a dict of ``torch.compile`` keyword arguments (``{mode:
+            max-autotune}``, ``{backend: aot_eager}``). The loss and the postprocess, whose
+            shapes change with every batch, stay eager. Needs a C compiler on CPU (inductor).
     """
 
     def __init__(
@@ -208,6 +214,8 @@ class DetectionModule(CocoDetectionTask):
         run_config: str | None = None,
         init_from: str | None = None,
         eval_backend: str = BACKENDS[0],
+        channels_last: bool = False,
+        compile: bool | dict = False,
     ) -> None:
         num_classes = detector.head.num_classes
         cat_ids = list(cat_ids or range(1, num_classes + 1))
@@ -215,6 +223,10 @@ class DetectionModule(CocoDetectionTask):
         self.detector = detector
         if init_from:
             init_detector(detector, init_from, run_config)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        detector.to(memory_format=self.memory_format)
+        if compile:  # in place: the state dict keeps its keys (no ``_orig_mod.``)
+            detector.compile(**({} if compile is True else dict(compile)))
         self.criterion = criterion(coder=coder)
         self.postprocess = postprocess(coder=coder)
         needs_bg = self.criterion.background_class
@@ -233,10 +245,10 @@ class DetectionModule(CocoDetectionTask):
     def forward(
         self, images: Tensor, image_sizes: Tensor | None = None
     ) -> tuple[list[Tensor], list[Tensor]]:
-        return self.detector(images, image_sizes)
+        return self.detector(images.contiguous(memory_format=self.memory_format), image_sizes)
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
-        cls_maps, box_maps = self.detector(batch["images"], batch["image_sizes"])
+        cls_maps, box_maps = self(batch["images"], batch["image_sizes"])
         level_anchors = self.detector.level_anchors(cls_maps)
         anchors = torch.cat(level_anchors)  # (N, 4)
         a = self.detector.anchors.num_anchors
@@ -248,7 +260,7 @@ class DetectionModule(CocoDetectionTask):
     @torch.no_grad()
     def predict_batch(self, batch: Batch) -> list[dict[str, Tensor]]:
         """Detections in original image pixels for a collated batch."""
-        cls_maps, box_maps = self.detector(batch["images"], batch["image_sizes"])
+        cls_maps, box_maps = self(batch["images"], batch["image_sizes"])
         if self.criterion.background_class:
             cls_maps = foreground_logits(cls_maps, self.num_classes)
         anchors = self.detector.level_anchors(cls_maps)

@@ -17,7 +17,9 @@ def test_speed_quick_writes_every_measure_and_ratio(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out.read_text())
     measures = ("train_step", "inference", "loss", "postprocess", "postprocess_saturated")
-    assert set(report["ratios"]) == {*measures, "peak_memory"}
+    variants = ("train_step_frozen_bn", "train_step_channels_last", "inference_unfolded",
+                "inference_channels_last")
+    assert set(report["ratios"]) == {*measures, *variants, "peak_memory"}
     assert all(v > 0 for v in report["ratios"].values())
     res = report["by_size"]["256"]
     for m in measures:
