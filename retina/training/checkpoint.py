@@ -142,6 +142,8 @@ def module_from_checkpoint(ckpt: dict | str | Path):
     run.model.detector.backbone.weights = None  # the checkpoint holds the trained weights
     if "init_from" in run.model:
         run.model.init_from = None  # so does it for the file training started from
+    if run.model.get("compile"):
+        run.model.compile = False  # evaluating a compiled run need not compile (minutes on CPU)
     module = instantiate(run.model, class_names=hp["class_names"], cat_ids=hp["cat_ids"],
                          run_config=json.dumps(OmegaConf.to_container(run)))
     module.load_state_dict(ckpt["state_dict"])
