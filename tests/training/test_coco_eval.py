@@ -1,5 +1,7 @@
 """retina.training.coco_eval: the COCO numbers are pycocotools' own, with either backend."""
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -15,6 +17,7 @@ from retina.training.coco_eval import (
     coco_evaluate,
     from_coco_results,
     per_class_metrics,
+    results_coco,
     run_cocoeval,
     summarize,
     to_coco_results,
@@ -161,3 +164,19 @@ def test_from_coco_results_inverts_to_coco_results():
         assert got.keys() == want.keys()
         for key in want:
             torch.testing.assert_close(got[key], want[key])
+
+
+def test_results_coco_is_what_loadres_makes_of_boxes_but_the_polygons():
+    coco = one_image_coco([(1, [10, 10, 20, 20]), (2, [50, 50, 60, 60])])
+    results = [{"image_id": 1, "category_id": 2, "bbox": [48.0, 51.0, 60.0, 58.5], "score": 0.9},
+               {"image_id": 1, "category_id": 1, "bbox": [9.5, 10.0, 20.0, 21.0], "score": 0.4}]
+    before = [dict(r) for r in results]
+    with contextlib.redirect_stdout(io.StringIO()):
+        ours, theirs = results_coco(coco, results), coco.loadRes([dict(r) for r in results])
+    assert results == before  # left as they were
+    drop = {"segmentation"}
+    assert {i: {k: v for k, v in a.items() if k not in drop} for i, a in theirs.anns.items()} \
+        == ours.anns
+    assert ours.imgs == theirs.imgs and ours.cats == theirs.cats
+    with pytest.raises(ValueError, match="1 image id.*not in the ground truth, e.g. \\[7\\]"):
+        results_coco(coco, [dict(results[0], image_id=7)])
