@@ -188,6 +188,6 @@ def test_every_config_option_composes(tiny_cfg, overrides):
 @pytest.mark.parametrize("experiment", ["neon_gfl", "neon_retinanet"])
 def test_the_embedded_default_is_budgeted_in_epochs_not_wall_time(tmp_path, experiment):
     cfg = compose_run([f"experiment={experiment}"], tmp_path)
-    assert cfg.trainer.max_time is None and cfg.trainer.max_epochs == 36
+    assert cfg.trainer.max_time is None and cfg.trainer.max_epochs == 30
     assert cfg.data.num_workers is None  # chosen by retina.training.cpu_budget
     assert cfg.callbacks.progress._target_ == "retina.training.progress.RunProgressBar"
