@@ -54,6 +54,7 @@ def test_eval_on_other_data_in_the_coco_layout(trained_retinanet, tiny_cfg, tmp_
                                 "data.size_divisible=32", name="eval"))
     # the same numbers through the predictor and pycocotools directly
     predictor = from_checkpoint(trained_retinanet.ckpt)
+    predictor.fold_bn = False  # validation's unfolded network: the same numbers to the bit
     gt = load_coco(ann)
     ids = sorted(gt.imgs)
     dets = predictor([read_rgb(VAL_IMAGES / gt.imgs[i]["file_name"]) for i in ids])
