@@ -25,17 +25,6 @@ from torchvision.ops import FrozenBatchNorm2d
 NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
 
-def _fold_frozen(conv: nn.Conv2d, bn: FrozenBatchNorm2d) -> nn.Conv2d:
-    """A copy of ``conv`` with ``bn`` (fixed statistics and affine) folded in."""
-    scale = bn.weight * (bn.running_var + bn.eps).rsqrt()  # (C_out,)
-    shift = bn.bias - bn.running_mean * scale  # (C_out,)
-    fused = copy.deepcopy(conv)
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
-    fused.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1), conv.weight.requires_grad)
-    fused.bias = nn.Parameter(bias * scale + shift, conv.weight.requires_grad)
-    return fused
-
-
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
     if not (type(conv) is nn.Conv2d and isinstance(bn, NORMS)):
         return False
@@ -49,10 +38,8 @@ def _fold_children(module: nn.Module) -> int:
     children = list(module.named_children())
     for (name, conv), (bn_name, bn) in zip(children, children[1:]):
         if _foldable(conv, bn):
-            with torch.no_grad():
-                fused = (fuse_conv_bn_eval(conv, bn) if isinstance(bn, nn.BatchNorm2d)
-                         else _fold_frozen(conv, bn))
-            setattr(module, name, fused)
+            with torch.no_grad():  # FrozenBatchNorm2d has the same buffers and eps
+                setattr(module, name, fuse_conv_bn_eval(conv, bn))
             setattr(module, bn_name, nn.Identity())
             folded += 1
     for _, child in children:

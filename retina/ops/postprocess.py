@@ -298,7 +298,9 @@ class Postprocess:
         boxes, labels = cat.pop("boxes"), cat.pop("labels")
         return boxes, logits.float().sigmoid(), labels, logits > self.logit_thresh, cat
 
-    def _level_survivors(self, c_map: Tensor, k_cls: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _level_survivors(
+        self, c_map: Tensor, k_cls: int
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """One level's survivors, read in the head's layout (no copy of the class map).
 
         Only the locations where some class passes the threshold (a max over classes) are
@@ -310,7 +312,7 @@ class Postprocess:
             k_cls: K.
 
         Returns:
-            ``image``, ``anchor`` (index in the level's (H W A) anchors), ``label`` and
+            ``image``, ``anchor`` (in 0..A-1), ``position`` (in 0..HW-1), ``label`` and
             ``logit`` of each of the P survivors, (P,) each, grouped by image.
         """
         b, ch, h, w = c_map.shape
@@ -334,7 +336,7 @@ class Postprocess:
                 key = (pos * per_loc + anchor) * k_cls + label  # (P,) place in (HW A K)
                 img, key, top = top_per_image(img, key, top, b, self.topk)
                 anchor, label, pos = key // k_cls % per_loc, key % k_cls, key // (k_cls * per_loc)
-        return img, pos * per_loc + anchor, label, top
+        return img, anchor, pos, label, top
 
     def survivors(
         self, cls_maps: list[Tensor], box_maps: list[Tensor], anchors: list[Tensor],
@@ -354,11 +356,10 @@ class Postprocess:
         parts: list[dict[str, Tensor]] = []
         for c_map, b_map, anc in zip(cls_maps, box_maps, anchors):
             k_cls, c_box = level_shapes(c_map, b_map, anc)
-            img, a_idx, labels, top = self._level_survivors(c_map, k_cls)
-            a_per_loc = anc.shape[0] // (b_map.shape[2] * b_map.shape[3])  # A
-            box = b_map.view(len(b_map), a_per_loc, c_box, -1)  # (B, A, C, HW)
-            sel = box[img, a_idx % a_per_loc, :, a_idx // a_per_loc]  # (P, C)
-            part = self._decode(sel, anc[a_idx], image_sizes[img])
+            img, anchor, pos, labels, top = self._level_survivors(c_map, k_cls)
+            per_loc = c_map.shape[1] // k_cls  # A
+            sel = b_map.view(len(b_map), per_loc, c_box, -1)[img, anchor, :, pos]  # (P, C)
+            part = self._decode(sel, anc[pos * per_loc + anchor], image_sizes[img])
             parts.append({**part, "image": img, "scores": top.float().sigmoid(),
                           "labels": labels})
         return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
