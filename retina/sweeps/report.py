@@ -125,6 +125,14 @@ def _cell(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _epochs(metrics: dict) -> str:
+    """``"12"``, or ``"3 of 30, stopped early"`` for a job that a limit cut short."""
+    done = str(metrics.get("epoch", ""))
+    if metrics.get("stopped_early"):
+        return f"{done} of {metrics.get('epochs_planned')}, stopped early"
+    return done
+
+
 def to_markdown(records: list[dict], metric: str, maximize: bool = True, title: str = "") -> str:
     """The sweep as a markdown table, best ``metric`` first and failed jobs last."""
     params, fixed = swept(records)
@@ -147,7 +155,7 @@ def to_markdown(records: list[dict], metric: str, maximize: bool = True, title: 
             str(rank) if metric_value(r, metric) is not None else "-", str(r["job"]),
             *(_cell(short(parsed.get(k, ""))) for k in params),
             *(f"{v:.4f}" if isinstance(v, (int, float)) else "" for v in values),
-            str(r["metrics"].get("epoch", "")),
+            _epochs(r["metrics"]),
             "" if r.get("wall_s") is None else f"{r['wall_s']:.1f}",
             r["status"], _cell(r.get("error", "")),
         ]) + " |")

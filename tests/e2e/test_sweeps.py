@@ -64,6 +64,20 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert md[-1].startswith("| - | 0 | -1 |") and "failed | ValueError: loss.gamma" in md[-1]
 
 
+def test_a_sweep_job_cut_short_is_recorded_with_its_metrics_not_as_failed(tmp_path):
+    # 30 planned epochs of one step, cut by max_steps=2: each job still validates its final
+    # weights, and the summary says how far it got
+    rows = sweep(tmp_path, "experiment=neon_retinanet", "loss.gamma=0,2",
+                 "trainer.max_epochs=30", "trainer.max_steps=2")
+    for r in rows:
+        metrics = job_metrics(tmp_path, r)
+        assert r["status"] == "ok" and r["stopped_early"] == "True"
+        assert metrics["stopped_early"] is True and metrics["global_step"] == 2
+        assert float(r["val/mAP_50"]) == metrics["val/mAP_50"]
+    md = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert md.count(" of 30, stopped early | ") == 2 and "0 failed" in md
+
+
 @pytest.mark.slow
 def test_focal_optuna_study_runs_its_trials(tmp_path):
     rows = sweep(tmp_path, "hparams_search=focal_optuna", "hydra.sweeper.n_trials=2")
