@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import importlib
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
 from retina import cli
+from retina.schema import package_version
 
 EXAMPLES = """\
 examples:
@@ -31,13 +31,6 @@ def usage() -> str:
         "",
         "commands:", *lines, "", EXAMPLES,
     ])
-
-
-def package_version() -> str:
-    try:
-        return version("retina-det")
-    except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
-        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,6 @@ a TorchScript export and as the ``retina`` metadata entry of an ONNX export.
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
 import json
 from dataclasses import asdict, dataclass, field
@@ -16,23 +15,22 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from retina.data.collate import SIZE_DIVISIBLE
-from retina.training.checkpoint import run_config, upgrade_model_config
+from retina.schema import (
+    READS_VERSIONS,
+    SCHEMA_VERSION,
+    load_model_config,
+    package_version,
+    to_saved,
+)
+from retina.training.checkpoint import run_config
 
 MARKER = "retina-detector"  # the ``format`` value of every sidecar
-# 2: ``model`` holds ``detector`` (with its anchors), ``coder``, ``postprocess``; version 1
-# (``anchors`` beside the detector, the coder in the postprocess) is read and upgraded.
-FORMAT_VERSION = 2
-READS_VERSIONS = (1, 2)
+# The format versions are retina.schema's: 3, ``model`` names classes by registered names; 2,
+# by import paths; 1, the first layout (``anchors`` beside the detector, the coder in the
+# postprocess). Every version is read (``model`` as today's Hydra config).
+FORMAT_VERSION = SCHEMA_VERSION
 # The parts of the run config's ``model`` that build the inference path.
 MODEL_PARTS = ("detector", "coder", "postprocess")
-
-
-def package_version() -> str:
-    """Installed version of ``retina`` ("unknown" when run from a source tree)."""
-    try:
-        return importlib.metadata.version("retina")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 @dataclass
@@ -77,8 +75,10 @@ class ExportMeta:
         return len(self.class_names)
 
     def to_json(self) -> str:
-        return json.dumps({"format": MARKER, "format_version": FORMAT_VERSION, **asdict(self)},
-                          indent=2)
+        """The metadata as stored: ``model`` with registered names (see ``retina.schema``)."""
+        data = asdict(self)
+        data["model"] = to_saved(data["model"])
+        return json.dumps({"format": MARKER, "format_version": FORMAT_VERSION, **data}, indent=2)
 
     @classmethod
     def from_json(cls, text: str, origin: str | Path) -> ExportMeta:
@@ -97,7 +97,7 @@ class ExportMeta:
         known = set(inspect.signature(cls).parameters)
         args = {k: v for k, v in data.items() if k in known}
         if isinstance(args.get("model"), dict):
-            args["model"] = upgrade_model_config(args["model"])
+            args["model"] = load_model_config(args["model"], data["format_version"], str(origin))
         missing = [k for k in ("model", "class_names", "cat_ids") if k not in args]
         parts = [p for p in MODEL_PARTS if p not in args.get("model", {})]
         if missing or parts:
@@ -112,11 +112,6 @@ def meta_from_checkpoint(ckpt: dict, path: str | Path) -> ExportMeta:
     hp = ckpt["hyper_parameters"]
     run = OmegaConf.to_container(run_config(ckpt))
     model = {part: run["model"][part] for part in MODEL_PARTS}
-    if model["detector"]["head"].get("background_class"):
-        raise ValueError(
-            f"{path}: exporting a model trained with a softmax loss (loss.background_class=true, "
-            "softmax_focal or ohem) is not supported; evaluate it with retina.eval instead"
-        )
     model["detector"]["backbone"]["weights"] = None  # the export holds the trained weights
     data = run.get("data", {})
     return ExportMeta(

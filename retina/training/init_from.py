@@ -9,14 +9,13 @@ on other data), it keeps its fresh initialisation at the prior and the log says 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from retina.training.checkpoint import load_checkpoint, run_config
+from retina.training.checkpoint import load_checkpoint, read_run_config, run_config
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ def init_detector(detector: nn.Module, path: str | Path, run_config_json: str | 
     log.info("model.init_from=%s: %d tensors loaded (names and shapes checked)", path,
              len(state) - len(kept))
     if their_cfg is not None and run_config_json:
-        ours = json.loads(run_config_json).get("model", {}).get("detector", {})
+        ours = read_run_config(run_config_json).get("model", {}).get("detector", {})
         diffs = setting_differences(their_cfg, ours)
         if diffs:
             log.warning("model.init_from=%s: Detector settings differ from the file's "

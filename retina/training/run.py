@@ -14,7 +14,12 @@ from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from retina.training.atomic_io import with_atomic_checkpoint_io
-from retina.training.checkpoint import load_checkpoint, module_from_checkpoint, run_config
+from retina.training.checkpoint import (
+    load_checkpoint,
+    module_from_checkpoint,
+    run_config,
+    run_config_json,
+)
 from retina.training.cpu_budget import apply_cpu_budget
 from retina.training.loggers import build_loggers, finish_loggers
 from retina.training.nonfinite import NonFiniteGuard
@@ -22,16 +27,6 @@ from retina.training.plots import plot_training
 from retina.training.resume import check_resume, resolve_ckpt
 
 log = logging.getLogger(__name__)
-
-
-def run_config_json(cfg: DictConfig) -> str:
-    """The resolved run config (without Hydra's own node) as JSON, stored in checkpoints.
-
-    A string, not a dict: ``instantiate`` would otherwise build every ``_target_`` in it.
-    """
-    run = OmegaConf.to_container(cfg, resolve=True)
-    run.pop("hydra", None)
-    return json.dumps(run)
 
 
 def build(cfg: DictConfig):
