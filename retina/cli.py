@@ -260,10 +260,10 @@ COMMANDS: dict[str, Command] = {
     "convert": Command("retina.convert.__main__", "torchvision / mmdetection detectors to "
                        "retina and back; VOC / YOLO to COCO JSON", CONVERT,
                        "retina convert torchvision FILE.pth out=DIR"),
-    "parity": Command("retina.export.parity", "compare eager, TorchScript and ONNX Runtime "
+    "parity": Command("retina.infer.parity", "compare eager, TorchScript and ONNX Runtime "
                       "detections", PARITY, f"retina parity ckpt_path={CKPT}", config="parity",
                       hints={"ckpt_path": CKPT}),
-    "export-speed": Command("retina.export.speed", "ms per tile: ONNX Runtime, TorchScript, "
+    "export-speed": Command("retina.infer.speed", "ms per tile: ONNX Runtime, TorchScript, "
                             "eager", EXPORT_SPEED, f"retina export-speed ckpt_path={CKPT}",
                             config="speed", hints={"ckpt_path": CKPT}),
     "tile": Command("retina.data.tile", "cut large annotated images into training tiles",

@@ -12,11 +12,11 @@
   names and scores;
 - for a georeferenced image (a GeoTIFF, with ``rasterio`` installed: ``pip install
   'retina-det[geo]'``), ``geojson/<name>.geojson``: the boxes as polygons in the image's CRS
-  with score, label and class name (``retina.export.geo``).
+  with score, label and class name (``retina.infer.geo``).
 
 With ``tile=N`` each image is a scene predicted window by window at native scale
 (``predict_large``: N-px windows overlapping by ``overlap``, merged across seams by
-``merge``, read by windows, see ``retina.export.sliced``); otherwise each image is resized
+``merge``, read by windows, see ``retina.infer.sliced``); otherwise each image is resized
 to the model input.
 
 Options are ``key=value`` like the Hydra commands, parsed with OmegaConf (not Hydra:
@@ -42,7 +42,7 @@ from tqdm import tqdm
 from retina.cli import COMMANDS, USAGE_ERROR, parse_options, print_usage, wants_help
 from retina.data.coco import load_coco, read_rgb
 from retina.data.scene import georeference, open_scene
-from retina.export.geo import to_geojson, write_geojson
+from retina.infer.geo import to_geojson, write_geojson
 from retina.training.coco_eval import to_coco_results
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def predict(cfg: PredictConfig) -> dict[str, int]:
     Returns:
         ``images`` read, ``skipped`` files, ``detections`` written.
     """
-    from retina.export import load
+    from retina.infer import load
 
     predictor = load(cfg.model, device=cfg.device)
     files, root = find_files(cfg.images)

@@ -20,7 +20,7 @@ import pytest
 from omegaconf import DictConfig
 
 from retina.data.coco import read_rgb
-from retina.export.predictor import from_checkpoint
+from retina.infer.predictor import from_checkpoint
 from retina.training.config import ROOT, compose_run
 from retina.training.run import train
 from tests.fetch_fixtures import LABELME, SAHI, fetch_sdist

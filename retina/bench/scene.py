@@ -26,7 +26,7 @@ from torchvision.utils import draw_bounding_boxes
 from retina.data.coco import read_rgb
 from retina.data.neon import CATEGORY, SPLITS, deepforest_data_dir, scene_record
 from retina.data.validate import Report, records_to_coco
-from retina.export import load
+from retina.infer import load
 from retina.training.coco_eval import (
     iou_index,
     mean_valid,

@@ -19,11 +19,11 @@ from torchvision.models.detection import RetinaNet_ResNet50_FPN_Weights
 
 from retina.convert.keys import ConversionError, convert_state
 from retina.export.formats import export_safetensors, sha256
-from retina.export.predictor import from_checkpoint
+from retina.infer.predictor import from_checkpoint
 from retina.training.atomic_io import AtomicCheckpointIO
+from retina.training.checkpoint import run_config_json
 from retina.training.config import compose_run
 from retina.training.module import DetectionModule
-from retina.training.run import run_config_json
 
 CKPT_NAME = "model.ckpt"
 EXPORT_NAME = "model.safetensors"

@@ -13,7 +13,7 @@ counted. Tiles without boxes are left out unless ``keep_empty=true``. Options ar
 ``key=value`` like ``retina.predict`` (parsed with OmegaConf).
 
 The windows (:func:`windows`) are the same grid that sliced prediction runs
-(``retina.export.sliced``).
+(``retina.infer.sliced``).
 """
 
 from __future__ import annotations

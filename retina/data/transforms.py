@@ -48,10 +48,11 @@ class RCNNResize:
         scale = min(self.min_size / min(height, width), self.max_size / max(height, width))
         return [math.floor(height * scale), math.floor(width * scale)]
 
-    def __call__(self, image: Tensor, target: dict) -> tuple[Tensor, dict]:
+    def __call__(self, image: Tensor, target: dict | None = None) -> tuple[Tensor, dict] | Tensor:
         image = F.to_dtype(image, torch.float32, scale=True)
         size = self.output_size(*image.shape[-2:])
-        return v2.Resize(size, antialias=False)(image, target)
+        resize = v2.Resize(size, antialias=False)
+        return resize(image) if target is None else resize(image, target)
 
 
 def _resize(
@@ -158,3 +159,13 @@ def eval_transforms(
         The composed transform.
     """
     return v2.Compose(_resize(size, min_size, max_size, resize) + _finish())
+
+
+def image_transforms(
+    size: int | None = None, min_size: int | None = None, max_size: int | None = None,
+    resize: str = "antialias",
+) -> v2.Compose:
+    """:func:`eval_transforms` for an image without a target (inference): the same resize and
+    conversion, so the same pixels. ``uint8 (3, H, W) -> float32 (3, h, w)`` in [0, 1]."""
+    return v2.Compose(_resize(size, min_size, max_size, resize)
+                      + [v2.ToDtype(torch.float32, scale=True)])

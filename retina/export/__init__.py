@@ -1,14 +1,16 @@
-"""Export checkpoints (safetensors + JSON, TorchScript, ONNX) and run them.
+"""Export formats: write a model as safetensors + JSON, TorchScript or ONNX.
 
     retina export ckpt_path=FILE format=safetensors|torchscript|onnx out=PATH
-    retina parity ckpt_path=FILE         # eager vs TorchScript vs ONNX Runtime
-    retina export-speed ckpt_path=FILE   # ONNX Runtime vs eager, per tile
 
-``load(path)`` returns a predictor for any of them (or a training checkpoint).
+``formats`` writes the files, ``graph`` is the traced inference path of TorchScript and ONNX,
+``meta`` the metadata every export carries. Reading and running them (``retina.load``, the
+predictors, parity and speed across runtimes) is :mod:`retina.infer`.
 """
 
+from retina.compat import moved
 from retina.export.formats import FORMATS, export
-from retina.export.predictor import Predictor, from_checkpoint
-from retina.export.runtimes import GraphPredictor, load
 
-__all__ = ["FORMATS", "GraphPredictor", "Predictor", "export", "from_checkpoint", "load"]
+__all__ = ["FORMATS", "export"]
+# moved to retina.infer
+__getattr__ = moved(__name__, "retina.infer",
+                    names=("GraphPredictor", "Predictor", "from_checkpoint", "load"))

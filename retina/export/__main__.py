@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from retina.cli import hydra_command
 from retina.export.formats import SUFFIXES, export
-from retina.export.predictor import from_checkpoint
+from retina.infer.predictor import from_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,26 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from retina.export.graph import DetectionGraph
 from retina.export.meta import ExportMeta
-from retina.export.predictor import Predictor
+from retina.model.detector import Detector
 from retina.model.fuse import fold_batchnorm
+from retina.ops.postprocess import Postprocess
+
+
+class Exportable(Protocol):
+    """What an export writes: a predictor's network, postprocess and metadata (a
+    ``retina.infer.Predictor``)."""
+
+    detector: Detector
+    postprocess: Postprocess
+    meta: ExportMeta
+
 
 FORMATS = ("safetensors", "torchscript", "onnx")
 SUFFIXES = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx"}
@@ -68,7 +80,7 @@ def sidecar_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
-def export_safetensors(predictor: Predictor, out: str | Path) -> Path:
+def export_safetensors(predictor: Exportable, out: str | Path) -> Path:
     """Write ``out`` (.safetensors, the Detector's state dict) and its JSON sidecar.
 
     Returns:
@@ -86,7 +98,7 @@ def export_safetensors(predictor: Predictor, out: str | Path) -> Path:
     return sidecar_path(out)
 
 
-def graph_input_size(predictor: Predictor, input_size: tuple[int, int] | None) -> tuple[int, int]:
+def graph_input_size(predictor: Exportable, input_size: tuple[int, int] | None) -> tuple[int, int]:
     """(h, w) the graph resizes to: ``input_size``, else the model's square ``size``."""
     if input_size is not None:
         return int(input_size[0]), int(input_size[1])
@@ -99,7 +111,7 @@ def graph_input_size(predictor: Predictor, input_size: tuple[int, int] | None) -
     )
 
 
-def build_graph(predictor: Predictor, input_size: tuple[int, int] | None = None) -> DetectionGraph:
+def build_graph(predictor: Exportable, input_size: tuple[int, int] | None = None) -> DetectionGraph:
     """The traceable graph of ``predictor`` at a fixed network input size, on CPU, its batch
     norms folded into the convolutions (``retina.model.fuse``)."""
     h, w = graph_input_size(predictor, input_size)
@@ -119,7 +131,7 @@ def example_images(graph: DetectionGraph, batch_size: int = 2) -> Tensor:
                          generator=torch.Generator().manual_seed(0))
 
 
-def graph_meta(predictor: Predictor, graph: DetectionGraph) -> ExportMeta:
+def graph_meta(predictor: Exportable, graph: DetectionGraph) -> ExportMeta:
     """The predictor's metadata with the graph's fixed network input size."""
     return dataclasses.replace(predictor.meta, graph_input_size=list(graph.input_size))
 
@@ -136,7 +148,7 @@ def _trace_quietly(fn, *args, **kwargs):
 
 
 def export_torchscript(
-    predictor: Predictor, out: str | Path, input_size: tuple[int, int] | None = None
+    predictor: Exportable, out: str | Path, input_size: tuple[int, int] | None = None
 ) -> Path:
     """Trace :class:`DetectionGraph` and save it with the metadata (see module docstring)."""
     graph = build_graph(predictor, input_size)
@@ -168,7 +180,7 @@ def _resize_aa_symbolic(g, input, output_size, align_corners, scale_factors):
 
 
 def export_onnx(
-    predictor: Predictor, out: str | Path, input_size: tuple[int, int] | None = None,
+    predictor: Exportable, out: str | Path, input_size: tuple[int, int] | None = None,
     opset: int = MIN_OPSET,
 ) -> Path:
     """Export :class:`DetectionGraph` to ONNX with dynamic batch, height and width.
@@ -204,7 +216,7 @@ def export_onnx(
 
 
 def export(
-    predictor: Predictor, fmt: str, out: str | Path, input_size: tuple[int, int] | None = None,
+    predictor: Exportable, fmt: str, out: str | Path, input_size: tuple[int, int] | None = None,
     opset: int = MIN_OPSET,
 ) -> Path:
     """Write ``predictor`` in format ``fmt`` (one of :data:`FORMATS`) to ``out`` (its suffix

@@ -12,8 +12,9 @@ TorchScript and ONNX exports trace :class:`DetectionGraph`. Its contract:
 with D = ``postprocess.max_det``; padding rows are zero (labels -1). Inside: resize
 to the fixed ``input_size`` (bilinear, antialiased, rounded to 8 bits like the uint8
 eval resize), zero-pad to ``padded_size`` (zero after normalisation instead, for a
-Detector with ``pad_after_norm``), network, the postprocess of
-:meth:`retina.ops.postprocess.Postprocess.padded` (the eager candidates and NMS), rescale.
+Detector with ``pad_after_norm``), then the one inference path
+(:func:`retina.ops.inference.detect`, ``padded=True``: the eager candidates and NMS with
+fixed-size outputs, boxes rescaled to the given images).
 Anchors are constants of ``padded_size``: the network input size is fixed, the image
 size is not.
 """
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from retina.model.detector import Detector
+from retina.ops.inference import detect
 from retina.ops.postprocess import Postprocess
 
 
@@ -71,14 +73,7 @@ class DetectionGraph(nn.Module):
         h, w = self.input_size
         x = resize_uint8(images, (h, w))  # (B, 3, h, w)
         x = F.pad(x, (0, self.padded_size[1] - w, 0, self.padded_size[0] - h))  # (B, 3, H', W')
-        cls_maps, box_maps = self.detector(x, self.image_sizes)
         anchors = [getattr(self, f"anchors_{i}") for i in range(self.num_levels)]
-        boxes, scores, labels, num_dets, extra = self.postprocess.padded(
-            cls_maps, box_maps, anchors, self.image_sizes
-        )
-        in_hw = torch._shape_as_tensor(images)[2:].float()  # (2,) H, W of the given images
-        ratio = (in_hw / self.image_sizes[0].float()).flip(0).repeat(2)  # (4,) w h w h
-        outputs = (boxes * ratio, scores, labels, num_dets)
-        if "spread" in extra:  # left/top/right/bottom scale by w h w h too
-            outputs += (extra["spread"] * ratio,)
-        return outputs
+        in_hw = torch._shape_as_tensor(images)[2:][None]  # (1, 2) H, W of the given images
+        return detect(self.detector, self.postprocess, x, self.image_sizes, in_hw, anchors,
+                      padded=True)

@@ -30,6 +30,8 @@ class GFLHead(nn.Module):
         conv_bias: a bias in the subnet convs (mmdetection's GroupNorm subnets have none).
     """
 
+    background_class = False  # the output contract of retina.model.head: K class channels
+
     def __init__(
         self,
         num_classes: int,

@@ -14,7 +14,8 @@ from torch import Tensor
 from retina.data.coco import load_coco
 from retina.losses.criterion import Criterion
 from retina.model.detector import Detector
-from retina.ops.levels import flatten_levels, foreground_logits, scale_to_original
+from retina.ops.inference import detect
+from retina.ops.levels import flatten_levels
 from retina.ops.postprocess import Postprocess
 from retina.training.coco_eval import (
     BACKENDS,
@@ -259,10 +260,8 @@ class DetectionModule(CocoDetectionTask):
 
     @torch.no_grad()
     def predict_batch(self, batch: Batch) -> list[dict[str, Tensor]]:
-        """Detections in original image pixels for a collated batch."""
-        cls_maps, box_maps = self(batch["images"], batch["image_sizes"])
-        if self.criterion.background_class:
-            cls_maps = foreground_logits(cls_maps, self.num_classes)
-        anchors = self.detector.level_anchors(cls_maps)
-        dets = self.postprocess(cls_maps, box_maps, anchors, batch["image_sizes"])
-        return scale_to_original(dets, batch["image_sizes"], batch["orig_sizes"])
+        """Detections in original image pixels for a collated batch (:func:`detect`, the path
+        of every predictor and export)."""
+        images = batch["images"].contiguous(memory_format=self.memory_format)
+        return detect(self.detector, self.postprocess, images, batch["image_sizes"],
+                      batch["orig_sizes"])

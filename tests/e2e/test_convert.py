@@ -24,7 +24,7 @@ import retina
 from retina.convert import mmdet
 from retina.convert.__main__ import run
 from retina.data.coco import load_coco, read_rgb
-from retina.export.parity import random_images
+from retina.infer.parity import random_images
 from retina.training.checkpoint import load_checkpoint, module_from_checkpoint
 from retina.training.coco_eval import coco_evaluate, to_coco_results
 from retina.training.config import ROOT, compose_run

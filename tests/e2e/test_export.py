@@ -18,9 +18,9 @@ from pycocotools.coco import COCO
 import retina
 from retina.data.coco import load_coco, read_rgb
 from retina.export import export, from_checkpoint
-from retina.export.parity import format_table, match, parity
-from retina.export.speed import format_table as speed_table
-from retina.export.speed import speed
+from retina.infer.parity import format_table, match, parity
+from retina.infer.speed import format_table as speed_table
+from retina.infer.speed import speed
 from retina.predict import main as predict_main
 from retina.predict import parse, predict
 from retina.training.coco_eval import coco_evaluate, to_coco_results

@@ -14,7 +14,7 @@ import torch
 import retina
 from retina.data.coco import load_coco, read_rgb
 from retina.export.formats import export
-from retina.export.predictor import from_checkpoint
+from retina.infer.predictor import from_checkpoint
 from retina.predict import main as predict_main
 from retina.training.coco_eval import coco_evaluate, to_coco_results
 from retina.training.config import ROOT
@@ -116,10 +116,10 @@ def test_predict_one_file(trained_retinanet, tmp_path, capsys):
 
 def test_measuring_commands_run(trained_retinanet, tmp_path):
     ckpt = trained_retinanet.ckpt
-    parity = command("retina.export.parity", f"ckpt_path={ckpt}", "max_images=2",
+    parity = command("retina.infer.parity", f"ckpt_path={ckpt}", "max_images=2",
                      "num_random=0", f"paths.log_dir={tmp_path}")
     assert "onnx runtime" in parity.stdout and "yes" in parity.stdout
-    speed = command("retina.export.speed", f"ckpt_path={ckpt}", f"tile={TRAINED_SIZE}",
+    speed = command("retina.infer.speed", f"ckpt_path={ckpt}", f"tile={TRAINED_SIZE}",
                     "repeats=1", "warmup=0", f"paths.log_dir={tmp_path}")
     assert "torchscript" in speed.stdout and "ms" in speed.stdout
     weights = command("retina.model.offline_weights")

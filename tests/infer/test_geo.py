@@ -1,4 +1,4 @@
-"""retina.export.geo: boxes in scene pixels to GeoJSON polygons in the scene's CRS, checked
+"""retina.infer.geo: boxes in scene pixels to GeoJSON polygons in the scene's CRS, checked
 against rasterio's affine maths (the run on the real GeoTIFF is in e2e/test_sliced.py)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 import torch
 from rasterio import Affine
 
-from retina.export.geo import box_ring, to_geojson
+from retina.infer.geo import box_ring, to_geojson
 
 
 def signed_area(ring: list[list[float]]) -> float:

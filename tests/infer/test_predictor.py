@@ -1,4 +1,4 @@
-"""retina.export.predictor, retina.export.meta and retina.predict: the errors a user sees
+"""retina.infer.predictor, retina.export.meta and retina.predict: the errors a user sees
 for bad input (the runs on trained models are in e2e/test_export.py)."""
 
 import json
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from retina.export.meta import FORMAT_VERSION, MARKER, ExportMeta
-from retina.export.predictor import image_list
+from retina.infer.predictor import image_list
 from retina.predict import main as predict_main
 
 
