@@ -300,7 +300,8 @@ def suggest(word: str, choices: Iterable[str]) -> str:
 
 
 def missing_keys(config: str, argv: list[str], filled: Iterable[str] = ()) -> list[str]:
-    """The ``???`` keys of ``config`` that ``argv``'s overrides leave unset.
+    """The ``???`` keys of ``config``, and the keys it lists in ``required``, that ``argv``'s
+    overrides leave unset.
 
     Empty when the arguments compose only under Hydra's own command line (a sweep, ``--cfg``,
     ``-cd DIR``, a bad override): Hydra reports those itself.
@@ -319,7 +320,11 @@ def missing_keys(config: str, argv: list[str], filled: Iterable[str] = ()) -> li
         return []
     finally:
         GlobalHydra.instance().clear()
-    return [k for k in unset_keys(cfg) if k not in set(filled)]
+    unset = unset_keys(cfg)
+    # keys a recipe lists as required (a `???` in it would not survive the merge over a default)
+    unset += [k for k in cfg.get("required") or [] if OmegaConf.select(cfg, k) is None
+              and k not in unset]
+    return [k for k in unset if k not in set(filled)]
 
 
 def unset_keys(cfg: Any, prefix: str = "") -> list[str]:

@@ -126,6 +126,17 @@ def test_keys_a_group_or_experiment_leaves_unset_are_named(capsys):
     one_line_error(capsys, "missing data.root", "retina train data=voc data.root=DIR")
 
 
+@pytest.mark.parametrize("experiment", ["retinanet_r50_coco_tv", "retinanet_r50_v2_coco_tv",
+                                        "retinanet_r50_coco_mmdet", "gfl_r50_coco_mmdet"])
+def test_a_key_an_experiment_requires_is_named_though_a_group_sets_it(experiment, capsys):
+    # the model group's init_from: null would win over an experiment's `???` in the merge
+    assert exit_of(retina, ["train", f"experiment={experiment}"]) == 2
+    one_line_error(capsys, "missing model.init_from", f"retina train experiment={experiment} "
+                   "model.init_from=converted/tv_v1/model.ckpt")
+    assert cli.missing_keys("train", [f"experiment={experiment}", "model.init_from=m.ckpt"],
+                            cli.COMMANDS["train"].filled) == []
+
+
 def test_keys_the_command_fills_itself_are_not_missing():
     # the head's class count comes from the data
     assert cli.missing_keys("train", []) == ["model.detector.head.num_classes"]

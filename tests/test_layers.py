@@ -2,6 +2,7 @@
 layers and its own folder, and no module imports an entry point."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,17 @@ def test_no_module_sets_matplotlibs_backend():
              if isinstance(node, ast.Attribute) and node.attr == "use"
              and isinstance(node.value, ast.Name) and node.value.id == "matplotlib"]
     assert not calls
+
+
+def test_the_code_layout_page_lists_the_layers():
+    # docs/architecture.md, the page a newcomer reads first, says what the layers are
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    rows = re.findall(r"^\| (ground|\d+) \| (.+?) \|", page, flags=re.M)
+    listed = {}
+    for layer, folders in rows:
+        for name in re.findall(r"`([a-z_]+)(?:\.py|/)?`", folders):  # the folder column
+            listed[name] = -1 if layer == "ground" else int(layer)
+    entries = {k for k, v in LAYERS.items() if v == max(LAYERS.values())}
+    assert {k: v for k, v in listed.items() if k not in entries} == {
+        k: v for k, v in LAYERS.items() if k not in entries}
+    assert entries <= set(listed)

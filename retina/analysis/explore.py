@@ -23,10 +23,10 @@ from retina.model.head import prior_bias
 from retina.ops.boxes import anchor_points
 from retina.ops.levels import flatten_levels, scale_to_original
 from retina.ops.postprocess import Postprocess
-from retina.training.checkpoint import load_checkpoint, module_from_checkpoint, run_config
+from retina.training.checkpoint import load_checkpoint, run_config
 from retina.training.config import compose_run
 from retina.training.module import DetectionModule
-from retina.training.run import build, train, validate_module
+from retina.training.run import build, checkpoint_and_data, train, validate_module
 
 log = logging.getLogger(__name__)
 
@@ -125,18 +125,13 @@ def quickstart_checkpoint(
 
 
 def load_module(ckpt_path: str | Path, num_workers: int = 0):
-    """The trained module (eval mode) and its validation data, rebuilt from a checkpoint.
+    """The trained module (eval mode) and its validation data, rebuilt from a checkpoint
+    (:func:`retina.training.run.checkpoint_and_data`).
 
     Returns:
         ``(module, datamodule)``; the datamodule is set up for validation.
     """
-    ckpt = load_checkpoint(ckpt_path)
-    data = run_config(ckpt).data
-    data.num_workers = num_workers
-    datamodule = instantiate(data)
-    datamodule.prepare_data()
-    datamodule.setup("validate")
-    return module_from_checkpoint(ckpt), datamodule
+    return checkpoint_and_data(ckpt_path, num_workers=num_workers)
 
 
 def build_module(experiment: str, overrides: tuple[str, ...] = ()):
@@ -230,7 +225,7 @@ def anchor_targets(module: DetectionModule, batch: dict[str, Tensor]) -> tuple[T
     Returns:
         logits (V, K) and targets (V, K) in {0, 1} of the V non-ignored anchors of the batch.
     """
-    if module.criterion.background_class or module.detector.anchors.num_anchors == 1:
+    if module.detector.head.background_class or module.detector.anchors.num_anchors == 1:
         raise ValueError("anchor_targets needs a sigmoid RetinaNet module "
                          f"(experiment=neon_retinanet), not {type(module.criterion).__name__}")
     cls_maps, _ = module.detector(batch["images"], batch["image_sizes"])

@@ -13,7 +13,10 @@ class MaxIoUAssigner:
 
     Anchors in between are ignored. With ``allow_low_quality`` every ground-truth
     box also keeps the anchors at its own highest IoU (all of them on ties), each
-    matched to its best box, as in torchvision's ``Matcher``.
+    matched to its best box, as in torchvision's ``Matcher`` with one deliberate
+    difference: a box whose best IoU with every anchor is 0 (it overlaps none) keeps no
+    anchor here. torchvision's ``Matcher`` finds every anchor tied at that 0 and turns each
+    into a foreground match of its own best box, background anchors included.
 
     Args:
         fg_iou: foreground threshold.

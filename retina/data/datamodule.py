@@ -81,7 +81,8 @@ class DetectionDataModule(L.LightningDataModule):
         vflip: Vertical flip probability (training).
         photometric: Colour jitter (training).
         rot90: Probability of a quarter turn (training; aerial and microscopy images).
-        size_divisible: Padded batch sides are multiples of this.
+        size_divisible: Padded batch sides are multiples of this (None: the default,
+            ``retina.data.collate.SIZE_DIVISIBLE``).
         prepare: Called by `prepare_data` (once per node) to download/prepare the data,
             e.g. ``functools.partial(prepare_neon, root=...)``.
         pin_memory: Defaults to ``torch.cuda.is_available()``.
@@ -115,7 +116,7 @@ class DetectionDataModule(L.LightningDataModule):
         vflip: float = 0.0,
         photometric: bool = False,
         rot90: float = 0.0,
-        size_divisible: int = SIZE_DIVISIBLE,
+        size_divisible: int | None = SIZE_DIVISIBLE,
         prepare: Callable[[], object] | None = None,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
@@ -149,7 +150,8 @@ class DetectionDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers and self.num_workers > 0
-        self.collate_fn = functools.partial(collate, size_divisible=size_divisible)
+        self.collate_fn = functools.partial(collate,
+                                            size_divisible=size_divisible or SIZE_DIVISIBLE)
         self.train_tf = train_transforms(
             size, min_size, max_size, hflip, vflip, photometric, scale_jitter, rot90, resize
         )

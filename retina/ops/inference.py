@@ -22,7 +22,7 @@ Detections = list[dict[str, Tensor]]
 class Network(Protocol):
     """What :func:`detect` needs of the network (``retina.model.detector.Detector``)."""
 
-    head: nn.Module  # with ``num_classes``, and ``background_class`` for a softmax head
+    head: nn.Module  # with ``num_classes`` and ``background_class`` (a softmax K+1st channel)
 
     def __call__(self, images: Tensor, image_sizes: Tensor | None) -> tuple[list[Tensor],
                                                                            list[Tensor]]: ...
@@ -33,7 +33,7 @@ class Network(Protocol):
 def class_logits(network: Network, cls_maps: list[Tensor]) -> list[Tensor]:
     """Per-class logits whose sigmoid is each class's score: the maps themselves, or, for a
     head with a softmax background channel, each class's softmax probability as a logit."""
-    if getattr(network.head, "background_class", False):
+    if network.head.background_class:
         return foreground_logits(cls_maps, network.head.num_classes)
     return cls_maps
 

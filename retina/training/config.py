@@ -1,4 +1,5 @@
-"""Compose the project's Hydra configs from Python (tests, benchmarks, notebooks)."""
+"""The run config: composed from Python (tests, benchmarks, notebooks), checked for the keys a
+recipe requires, and completed with the settings derived from others (:func:`derive`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from retina.cli import CONF_DIR
 
@@ -31,3 +33,36 @@ def compose_run(overrides: list[str], output_dir: str | Path, name: str = "train
         cfg.hydra.job.num = 0
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+def check_required(cfg: DictConfig) -> None:
+    """The keys a recipe lists in ``required`` (``model.init_from`` of the experiments that
+    fine-tune a converted model) are set; ``retina train`` checks the same before it starts
+    (``retina.cli.missing_keys``).
+
+    Raises:
+        ValueError: naming the unset keys.
+    """
+    unset = [k for k in cfg.get("required") or [] if OmegaConf.select(cfg, k) is None]
+    if unset:
+        raise ValueError(f"this recipe needs {', '.join(unset)} (set {unset[0]}=...)")
+
+
+def derive(cfg: DictConfig, datamodule) -> None:
+    """Write the settings that follow from others into ``cfg``, in this one place, before the
+    model is built (so the checkpoint's run config holds them):
+
+    - ``model.detector.head.num_classes``: the data's class count;
+    - ``model.detector.head.background_class``: true when the criterion is a softmax over K+1
+      channels (its class attribute ``background_class``: loss=softmax_focal|ohem), which the
+      head then has; every reader (the criterion, ``retina.ops.inference``) takes it from there;
+    - ``loss.class_weights`` given as ``inverse`` or ``log``: the numbers, from the training
+      annotations.
+    """
+    with open_dict(cfg):
+        cfg.model.detector.head.num_classes = datamodule.num_classes
+        if get_class(cfg.model.criterion._target_).background_class:
+            cfg.model.detector.head.background_class = True
+        mode = cfg.get("loss") and cfg.loss.get("class_weights")
+        if isinstance(mode, str):  # inverse | log -> the numbers, kept in the run config
+            cfg.loss.class_weights = datamodule.class_weights(mode)

@@ -231,11 +231,11 @@ class DetectionModule(CocoDetectionTask):
         self.criterion = criterion(coder=coder)
         self.postprocess = postprocess(coder=coder)
         needs_bg = self.criterion.background_class
-        if getattr(detector.head, "background_class", False) != needs_bg:
+        if detector.head.background_class != needs_bg:
             raise ValueError(
                 f"{type(self.criterion).__name__} needs a head {'with' if needs_bg else 'without'} "
                 "a background channel (model.detector.head.background_class, which "
-                "retina.training.run.build sets from the loss)"
+                "retina.training.config.derive sets from the loss)"
             )
         self.num_classes = num_classes
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import lightning as L
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -20,6 +20,7 @@ from retina.training.checkpoint import (
     run_config,
     run_config_json,
 )
+from retina.training.config import check_required, derive
 from retina.training.cpu_budget import apply_cpu_budget
 from retina.training.loggers import build_loggers, finish_loggers
 from retina.training.nonfinite import NonFiniteGuard
@@ -30,24 +31,17 @@ log = logging.getLogger(__name__)
 
 
 def build(cfg: DictConfig):
-    """Datamodule and LightningModule from a composed config: the head learns K from the
-    data and its background channel from the criterion; sets torch's CPU threads and the
-    loader workers (``threads``, ``data.num_workers``; null: :func:`cpu_budget`)."""
+    """Datamodule and LightningModule from a composed config, its derived settings filled in
+    (:func:`retina.training.config.derive`); sets torch's CPU threads and the loader workers
+    (``threads``, ``data.num_workers``; null: :func:`cpu_budget`)."""
+    check_required(cfg)
     with open_dict(cfg):
         cfg.data.num_workers = apply_cpu_budget(cfg.get("threads"), cfg.data.get("num_workers"),
                                                 cfg.trainer.get("accelerator"))
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    with open_dict(cfg):
-        cfg.model.detector.head.num_classes = datamodule.num_classes
-        # a softmax criterion reads a background channel 0: the one rule, on the criterion class
-        needs_bg = get_class(cfg.model.criterion._target_).background_class
-        if needs_bg or "background_class" in cfg.model.detector.head:
-            cfg.model.detector.head.background_class = needs_bg
-        mode = cfg.get("loss") and cfg.loss.get("class_weights")
-        if isinstance(mode, str):  # inverse | log -> the numbers, kept in the run config
-            cfg.loss.class_weights = datamodule.class_weights(mode)
+    derive(cfg, datamodule)
     module = instantiate(
         cfg.model,
         class_names=datamodule.class_names,
@@ -140,6 +134,27 @@ def eval_data(given: DictConfig | None, trained: DictConfig) -> DictConfig:
     return given if "_target_" in given else OmegaConf.merge(trained, given)
 
 
+def checkpoint_and_data(ckpt_path: str | Path, data: DictConfig | None = None,
+                        num_workers: int | None = None):
+    """The trained module of a checkpoint (eval mode) and the datamodule it validates on, set up
+    for validation.
+
+    Args:
+        ckpt_path: a checkpoint of ``retina.train``.
+        data: a ``data`` config to validate on (None: the data the checkpoint was trained on;
+            see :func:`eval_data`).
+        num_workers: loader workers (None: the data config's).
+    """
+    ckpt = load_checkpoint(ckpt_path)
+    data = eval_data(data, run_config(ckpt).data)
+    if num_workers is not None:
+        data.num_workers = num_workers
+    datamodule = instantiate(data)
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    return module_from_checkpoint(ckpt), datamodule
+
+
 def evaluate_checkpoint(
     ckpt_path: str | Path, data: DictConfig | None = None, accelerator: str = "auto"
 ):
@@ -156,11 +171,7 @@ def evaluate_checkpoint(
         ``last_image_ids``, ``last_coco_table`` hold what was scored), the datamodule set
         up for validation, and :func:`val_metrics`.
     """
-    ckpt = load_checkpoint(ckpt_path)
-    datamodule = instantiate(eval_data(data, run_config(ckpt).data))
-    datamodule.prepare_data()
-    datamodule.setup("validate")
-    module = module_from_checkpoint(ckpt)
+    module, datamodule = checkpoint_and_data(ckpt_path, data)
     return module, datamodule, validate_module(module, datamodule, accelerator)
 
 

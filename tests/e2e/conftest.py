@@ -20,7 +20,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def exported(trained_retinanet, tmp_path_factory) -> dict[str, Path]:
     """The tiny RetinaNet (tests/conftest.py) in the three export formats."""
-    from retina.export import export, from_checkpoint
+    from retina.export import export
+    from retina.infer import from_checkpoint
 
     out = tmp_path_factory.mktemp("exported")
     predictor = from_checkpoint(trained_retinanet.ckpt)

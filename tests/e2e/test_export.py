@@ -17,7 +17,8 @@ from pycocotools.coco import COCO
 
 import retina
 from retina.data.coco import load_coco, read_rgb
-from retina.export import export, from_checkpoint
+from retina.export import export
+from retina.infer import from_checkpoint
 from retina.infer.parity import format_table, match, parity
 from retina.infer.speed import format_table as speed_table
 from retina.infer.speed import speed

@@ -20,7 +20,7 @@ import retina
 from retina.data.coco import read_rgb
 from retina.data.neon import deepforest_data_dir
 from retina.data.tile import windows
-from retina.export import from_checkpoint
+from retina.infer import from_checkpoint
 from retina.predict import parse, predict
 
 YELL = "2019_YELL_2_541000_4977000_image_crop.png"  # 1249 x 1035, the validation scene
@@ -102,7 +102,7 @@ def test_predict_command_slices_a_png_and_draws_it(exported, tmp_path):
 PEAK = """
 import json, sys, torch
 from retina.data.scene import open_scene
-from retina.export import load
+from retina.infer import load
 def status(key):
     return int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith(key)))
 predictor = load(sys.argv[1])

@@ -191,3 +191,55 @@ def test_the_embedded_default_is_budgeted_in_epochs_not_wall_time(tmp_path, expe
     assert cfg.trainer.max_time is None and cfg.trainer.max_epochs == 30
     assert cfg.data.num_workers is None  # chosen by retina.training.cpu_budget
     assert cfg.callbacks.progress._target_ == "retina.training.progress.RunProgressBar"
+
+
+def test_gfl_is_retinanet_but_for_its_head_anchors_coder_and_nms(tmp_path):
+    # model/gfl.yaml extends model/retinanet.yaml: what it does not name is retinanet's
+    def model(name):
+        cfg = compose_run([f"model={name}", "experiment=retinanet_r50_1x"], tmp_path / name)
+        return OmegaConf.to_container(cfg.model, resolve=True)
+
+    gfl, retinanet = model("gfl"), model("retinanet")
+    assert gfl["detector"]["head"] == {**retinanet["detector"]["head"],
+                                       "_target_": "retina.model.gfl_head.GFLHead",
+                                       "group_norm": True, "reg_max": 16}
+    assert gfl["detector"]["anchors"] == {**retinanet["detector"]["anchors"], "anchor_scale": 8.0,
+                                          "scales_per_octave": 1, "ratios": [1.0]}
+    assert gfl["postprocess"] == {**retinanet["postprocess"], "nms_thresh": 0.6}
+    assert gfl["coder"]["_target_"] == "retina.ops.boxes.DistanceCoder"
+    for part in set(gfl) - {"detector", "postprocess", "coder", "criterion"}:
+        assert gfl[part] == retinanet[part], part
+    assert {k: v for k, v in gfl["detector"].items() if k not in ("head", "anchors")} == {
+        k: v for k, v in retinanet["detector"].items() if k not in ("head", "anchors")}
+
+
+@pytest.mark.parametrize("loss", ["focal", "softmax_focal", "ohem", "ghm"])
+def test_the_background_channel_is_derived_from_the_loss_alone(loss, tiny_cfg):
+    from retina.training.run import build
+
+    cfg = tiny_cfg("experiment=neon_retinanet", f"loss={loss}")
+    assert "background_class" not in cfg.model.detector.head  # never set by hand
+    _, module = build(cfg)
+    softmax = loss in ("softmax_focal", "ohem")
+    assert module.detector.head.background_class is softmax
+    assert cfg.model.detector.head.get("background_class", False) is softmax  # in the checkpoint
+
+
+def test_a_required_key_left_unset_stops_the_build_naming_it(tiny_cfg):
+    from retina.training.run import build
+
+    cfg = tiny_cfg("experiment=retinanet_r50_coco_tv", "data=neon_trees")
+    with pytest.raises(ValueError, match=r"this recipe needs model.init_from \(set model.init_from=..."):
+        build(cfg)
+
+
+def test_the_data_configs_leave_the_padding_multiple_to_the_code(tiny_cfg, tmp_path):
+    from retina.data.collate import SIZE_DIVISIBLE
+
+    for data in ("coco", "voc", "yolo"):
+        assert OmegaConf.load(CONF / "data" / f"{data}.yaml").size_divisible is None
+    cfg = tiny_cfg("data.size_divisible=null", "data.size=100")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("validate")
+    batch = datamodule.collate_fn([datamodule.val_dataset[0]])
+    assert batch["images"].shape[-2:] == (SIZE_DIVISIBLE, SIZE_DIVISIBLE)
