@@ -30,9 +30,12 @@ def moved(old: str, new: str, names: tuple[str, ...] | None = None) -> Callable[
     def __getattr__(name: str) -> Any:
         if name.startswith("__") or (names is not None and name not in names):
             raise AttributeError(f"module {old!r} has no attribute {name!r}")
+        module = importlib.import_module(new)
+        if not hasattr(module, name):
+            raise AttributeError(f"module {old!r} has no attribute {name!r}")
         warnings.warn(f"{old}.{name} moved to {new}.{name}; the old path goes in retina "
                       f"{REMOVED_IN}", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(new), name)
+        return getattr(module, name)
 
     return __getattr__
 

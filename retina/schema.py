@@ -55,7 +55,7 @@ REGISTRY: dict[str, str] = {
     "sched/cosine": "retina.training.schedules.warmup_cosine",
     "sched/multistep": "retina.training.schedules.warmup_multistep",
     "data/detection": "retina.data.DetectionDataModule",
-    "data/converted": "retina.data.convert.converted_datamodule",
+    "data/converted": "retina.data.to_coco.converted_datamodule",
     "data/prepare_neon": "retina.data.neon.prepare_neon",
     "callback/progress": "retina.training.progress.RunProgressBar",
 }

@@ -86,7 +86,7 @@ def test_eval_help_lists_its_options_not_the_training_groups(capsys):
     ("retina.predict:PredictConfig", "predict"),
     ("retina.bench.__main__:SpeedOptions", "bench"),
     ("retina.bench.__main__:AccuracyOptions", "bench"),
-    ("retina.data.convert:ConvertOptions", "convert"),
+    ("retina.data.to_coco:ConvertOptions", "convert"),
     ("retina.sweeps.report:ReportOptions", "sweep-report"),
 ])
 def test_the_help_names_every_option(schema, name):

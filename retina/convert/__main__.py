@@ -1,5 +1,5 @@
 """``retina convert SOURCE PATH out=... [key=value ...]`` (``python -m retina.convert``): see
-:mod:`retina.convert`; ``voc`` and ``yolo`` write COCO JSON (:mod:`retina.data.convert`)."""
+:mod:`retina.convert`; ``voc`` and ``yolo`` write COCO JSON (:mod:`retina.data.to_coco`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from retina.cli import USAGE_ERROR, check_keys, fail, print_usage, split_positional, wants_help
 from retina.convert import mmdet, torchvision
 from retina.convert.keys import ConversionError
-from retina.data import convert as annotations
+from retina.data import to_coco as annotations
 
 # source -> (function, its options besides the file)
 COMMANDS = {

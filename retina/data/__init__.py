@@ -1,4 +1,4 @@
-"""Data pipeline: COCO-format datasets (VOC and YOLO via `retina.data.convert`), transforms,
+"""Data pipeline: COCO-format datasets (VOC and YOLO via `retina.data.to_coco`), transforms,
 collate, LightningDataModule, NEON prep."""
 
 from retina.data.coco import CocoDetection, load_coco, read_rgb

@@ -1,7 +1,7 @@
 """Files the data set-up keeps on disk so that the next run skips work: written atomically and
 trusted while the size and modification time of every input file are unchanged.
 
-- the converted VOC / YOLO annotations (`retina.data.convert.cached_coco`);
+- the converted VOC / YOLO annotations (`retina.data.to_coco.cached_coco`);
 - the images known to decode (`decoded_sizes`): every image of a dataset is decoded once at
   set-up, so a truncated or corrupt file stops the run before training, naming the file.
 """

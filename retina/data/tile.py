@@ -220,7 +220,7 @@ def tile_records(records: list[ImageRecord], image_root: Path, out_dir: Path, ti
 
 
 def records_from_coco(coco: dict, source: str) -> list[ImageRecord]:
-    """A checked COCO dict (``retina.data.convert`` or ``load_coco``) as image records."""
+    """A checked COCO dict (``retina.data.to_coco`` or ``load_coco``) as image records."""
     by_image: dict[int, list[dict]] = {im["id"]: [] for im in coco["images"]}
     for a in coco["annotations"]:
         by_image[a["image_id"]].append(a)
@@ -266,7 +266,7 @@ def read_source(cfg: TileConfig) -> tuple[dict, Path, str]:
     if cfg.format in ("voc", "yolo"):
         if not cfg.root:
             raise ValueError(f"format={cfg.format} needs root=DIR")
-        from retina.data.convert import convert
+        from retina.data.to_coco import convert
 
         coco, report = convert(cfg.format, cfg.root, cfg.split, skip_bad=cfg.skip_bad)
         report.log(log)

@@ -5,7 +5,7 @@ the last row and column shifted in to end at the border). Each window goes throu
 predictor like any image, ``batch_size`` windows at a time, so every format of
 ``retina.load`` works; it is resized to the model input like any image (``tile`` equal to
 the input side: no resize). Boxes are shifted to scene pixels and merged across windows by
-``retina.ops.tiles.merge_windows``: seams first (an object cut by a window border is kept
+``retina.ops.window_merge.merge_windows``: seams first (an object cut by a window border is kept
 once and whole), then class-wise NMS (or score-weighted fusion) of duplicates in overlaps.
 
 Memory: windows are read one batch at a time (``retina.data.scene``); with rasterio a
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from retina.data.scene import Scene, open_scene
 from retina.data.tile import windows
-from retina.ops.tiles import MERGES, merge_windows
+from retina.ops.window_merge import MERGES, merge_windows
 
 Detections = list[dict[str, Tensor]]
 # fraction of the tile within which a box touching an inner window edge counts as cut
@@ -59,7 +59,7 @@ def predict_scene(
         iou_thresh: IoU of the merge's class-wise NMS and seam matching.
         margin: pixels; a box this close to an inner window edge is cut (default:
             :data:`MARGIN` of ``tile``).
-        merge: ``"nms"`` or ``"fusion"`` (see ``retina.ops.tiles.merge_windows``).
+        merge: ``"nms"`` or ``"fusion"`` (see ``retina.ops.window_merge.merge_windows``).
         progress: show a tqdm bar over the windows.
 
     Returns:

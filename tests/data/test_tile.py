@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from retina.data import CocoDetection
-from retina.data.convert import convert
 from retina.data.tile import TileCounts, Tiling, crop_boxes, main, tile_records, windows
+from retina.data.to_coco import convert
 from retina.data.validate import ImageRecord
 
 

@@ -11,7 +11,7 @@ import torch
 from torchvision.ops import box_iou
 
 from retina.data import CocoDetection, load_coco
-from retina.data.convert import cached_coco, convert
+from retina.data.to_coco import cached_coco, convert
 from retina.data.validate import AnnotationError
 from tests.helpers import LABELME_COCO, LABELME_VOC, evaluate
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from retina.data import CocoDetection
-from retina.data.convert import cached_coco, convert, converted_datamodule
+from retina.data.to_coco import cached_coco, convert, converted_datamodule
 from retina.data.validate import AnnotationError
 from tests.helpers import add_label_line
 

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from retina.data import CocoDetection, neon
-from retina.data.convert import convert
-from retina.data.convert import main as convert_main
 from retina.data.tile import main as tile_main
+from retina.data.to_coco import convert
+from retina.data.to_coco import main as convert_main
 from retina.training.run import train
 from tests.helpers import add_label_line
 

@@ -1,4 +1,4 @@
-"""retina.infer.sliced and retina.ops.tiles with an oracle detector: each object is a
+"""retina.infer.sliced and retina.ops.window_merge with an oracle detector: each object is a
 rectangle of its own colour, and the "detector" boxes exactly the pixels of each colour it
 sees in a window, so a window cuts an object exactly where its border does. The merged
 scene must then hold each object once and whole. (Runs on trained models, every export
@@ -12,7 +12,7 @@ from torch import Tensor
 
 from retina.data.scene import TensorScene
 from retina.infer.sliced import predict_scene
-from retina.ops.tiles import cut_boxes, merge_windows, overlapping_pairs
+from retina.ops.window_merge import cut_boxes, merge_windows, overlapping_pairs
 
 
 def oracle(images: list[Tensor]) -> list[dict[str, Tensor]]:

@@ -1,4 +1,4 @@
-"""retina.data.convert: VOC and YOLO of the same boxes give the same data, and the
+"""retina.data.to_coco: VOC and YOLO of the same boxes give the same data, and the
 conversion cache (the command line is in e2e/test_data.py)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 from hydra.utils import instantiate
 
 from retina.data import CocoDetection, load_coco
-from retina.data import convert as convert_module
-from retina.data.convert import cached_coco
+from retina.data import to_coco as convert_module
+from retina.data.to_coco import cached_coco
 from retina.training.config import compose_run
 from tests.helpers import evaluate, write_yolo
 
@@ -73,7 +73,7 @@ def test_voc_and_yolo_of_the_same_boxes_train_and_evaluate_alike(voc_root: Path,
 
 def test_conversion_is_cached_until_the_files_change(yolo_root, tmp_path, caplog, monkeypatch):
     cache = tmp_path / "cache"
-    with caplog.at_level(logging.INFO, logger="retina.data.convert"):
+    with caplog.at_level(logging.INFO, logger="retina.data.to_coco"):
         first = cached_coco("yolo", yolo_root, "train", cache)
         written = first.stat().st_mtime_ns
         again = cached_coco("yolo", yolo_root, "train", cache)  # prepare_data runs twice
