@@ -50,8 +50,11 @@ def main(argv: list[str] | None = None) -> int:
                  f"{', '.join(cli.COMMANDS)}", "retina train --help")
     if cli.wants_help(rest):  # without importing the command's module
         return cli.print_usage(name)
-    if cli.COMMANDS[name].config:  # a missing key is told before the (slow) import too
+    command = cli.COMMANDS[name]
+    if command.config:  # a bad option is told before the (slow) import too
         cli.check_hydra_args(name, rest)
+    elif command.options:
+        cli.parse_command(name, rest)
     module = importlib.import_module(cli.COMMANDS[name].module)
     return module.main(rest) or 0
 

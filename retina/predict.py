@@ -8,8 +8,8 @@
   ``bbox`` x y w h in image pixels, ``score``);
 - ``images.json``: ``{file name: image id}`` (ids 1..N in file order, or taken from
   ``ann=COCO_FILE`` by file name, so that the results can be evaluated against it);
-- with ``draw=true``, ``drawn/<name>.png``: boxes scoring >= ``draw_thresh`` with class
-  names and scores;
+- with ``draw=true``, ``drawn/<name>.png``: boxes scoring >= ``draw_conf`` (default
+  ``conf``) with class names and scores;
 - for a georeferenced image (a GeoTIFF, with ``rasterio`` installed: ``pip install
   'retina-det[geo]'``), ``geojson/<name>.geojson``: the boxes as polygons in the image's CRS
   with score, label and class name (``retina.infer.geo``).
@@ -19,8 +19,9 @@ With ``tile=N`` each image is a scene predicted window by window at native scale
 ``merge``, read by windows, see ``retina.infer.sliced``); otherwise each image is resized
 to the model input.
 
-Options are ``key=value`` like the Hydra commands, parsed with OmegaConf (not Hydra:
-``model=`` would select the training config group ``model``); see :mod:`retina.cli`.
+Results keep the detections scoring at least ``conf`` (the NMS at ``iou``, at most
+``max_det`` per image or scene, only ``classes``; see :class:`retina.options.PredictOptions`).
+Options are ``key=value``, checked before anything runs (:mod:`retina.cli`).
 """
 
 from __future__ import annotations
@@ -30,40 +31,22 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import MISSING
+import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 from tqdm import tqdm
 
-from retina.cli import COMMANDS, USAGE_ERROR, parse_options, print_usage, wants_help
+from retina.cli import COMMANDS, key_value_command, parse_options, suggest, torch_device
 from retina.data.coco import load_coco, read_rgb
 from retina.data.scene import georeference, open_scene
 from retina.infer.geo import to_geojson, write_geojson
+from retina.options import PredictOptions
 from retina.training.coco_eval import to_coco_results
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PredictConfig:
-    """Options of ``retina.predict`` (all ``key=value`` on the command line)."""
-
-    model: str = MISSING  # export or checkpoint file
-    images: str = MISSING  # a folder (every file in it), a glob pattern or one file
-    out: str = MISSING  # output folder
-    draw: bool = False  # also write drawn images
-    batch_size: int = 4  # images per network call (sliced: windows)
-    draw_thresh: float = 0.3  # drawn boxes: score >= this
-    ann: str | None = None  # COCO file to take image ids from (by file_name)
-    device: str = "cpu"  # eager formats only
-    progress: bool = True
-    tile: int | None = None  # sliced prediction: window side in image pixels (null: resize)
-    overlap: float = 0.25  # sliced: fraction of a window shared with each neighbour
-    merge: str = "nms"  # sliced: nms | fusion (score-weighted fusion of duplicate boxes)
 
 
 def find_files(spec: str) -> tuple[list[Path], Path]:
@@ -115,7 +98,7 @@ def image_ids_from(ann: str | Path, names: list[str]) -> dict[str, int]:
     return {n: by_name.get(n, by_name.get(Path(n).name)) for n in names}
 
 
-def resized(predictor, files: list[Path], cfg: PredictConfig) -> Iterator[tuple]:
+def resized(predictor, files: list[Path], cfg: PredictOptions) -> Iterator[tuple]:
     """``(index, image, detections)`` per file, ``batch_size`` images per call, each resized
     to the model input; ``(index, None, None)`` for a file that is not an image."""
     for start in range(0, len(files), cfg.batch_size):
@@ -126,7 +109,7 @@ def resized(predictor, files: list[Path], cfg: PredictConfig) -> Iterator[tuple]
             yield i, images.get(i), dets.get(i)
 
 
-def sliced(predictor, files: list[Path], cfg: PredictConfig) -> Iterator[tuple]:
+def sliced(predictor, files: list[Path], cfg: PredictOptions) -> Iterator[tuple]:
     """Like :func:`resized`, each file predicted window by window (``predict_large``); the
     image is read whole only to be drawn."""
     for i, path in enumerate(files):
@@ -143,7 +126,38 @@ def sliced(predictor, files: list[Path], cfg: PredictConfig) -> Iterator[tuple]:
         yield i, image, det
 
 
-def predict(cfg: PredictConfig) -> dict[str, int]:
+def class_labels(wanted: list | None, names: list[str], cat_ids: list[int]) -> set[int] | None:
+    """The labels (0..K-1) of ``classes=``: each entry a class name or a dataset category id.
+
+    Raises:
+        ValueError: an entry that is neither, naming it with the nearest class name.
+    """
+    if wanted is None:
+        return None
+    labels = set()
+    for item in wanted:
+        text = str(item)
+        if text in names:
+            labels.add(names.index(text))
+        elif text.lstrip("-").isdigit() and int(text) in cat_ids:
+            labels.add(cat_ids.index(int(text)))
+        else:
+            raise ValueError(f"classes: {text!r} is not a class of this model{suggest(text, names)};"
+                             f" its classes: {', '.join(names)} (or their ids "
+                             f"{', '.join(map(str, cat_ids))})")
+    return labels
+
+
+def selected(det: dict[str, Tensor], labels: set[int] | None, max_det: int | None
+             ) -> dict[str, Tensor]:
+    """``det`` with only the given labels, and at most ``max_det`` boxes (by score)."""
+    if labels is not None:
+        keep = torch.isin(det["labels"], torch.tensor(sorted(labels), dtype=det["labels"].dtype))
+        det = {k: v[keep] for k, v in det.items()}
+    return {k: v[:max_det] for k, v in det.items()} if max_det else det
+
+
+def predict(cfg: PredictOptions) -> dict[str, int]:
     """Run ``cfg.model`` over ``cfg.images`` and write the files of the module docstring.
 
     Returns:
@@ -151,12 +165,18 @@ def predict(cfg: PredictConfig) -> dict[str, int]:
     """
     from retina.infer import load
 
-    predictor = load(cfg.model, device=cfg.device)
     files, root = find_files(cfg.images)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    predictor = load(cfg.model, device=torch_device(cfg.device))
+    # sliced: max_det caps the whole scene; each window keeps the model's own
+    predictor.set_postprocess(score_thresh=cfg.conf, nms_thresh=cfg.iou,
+                              max_det=None if cfg.tile else cfg.max_det)
+    labels = class_labels(cfg.classes, predictor.class_names, predictor.cat_ids)
     names = [p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name for p in files]
     ids = image_ids_from(cfg.ann, names) if cfg.ann else {n: i + 1 for i, n in enumerate(names)}
+    out = Path(cfg.out)
+    if out.is_file():
+        raise ValueError(f"out={out} is a file; out= names a folder")
+    out.mkdir(parents=True, exist_ok=True)
 
     results, mapping, skipped = [], {}, 0
     bar = tqdm(total=len(files), unit="img", disable=not cfg.progress, desc="predict")
@@ -165,12 +185,13 @@ def predict(cfg: PredictConfig) -> dict[str, int]:
         if det is None:
             skipped += 1
             continue
-        name, det = names[i], {k: v.cpu() for k, v in det.items()}
+        name = names[i]
+        det = selected({k: v.cpu() for k, v in det.items()}, labels, cfg.max_det)
         results += to_coco_results([ids[name]], [det], predictor.cat_ids)
         mapping[name] = ids[name]
         stem = name.replace("/", "__").rsplit(".", 1)[0]
         if cfg.draw:
-            drawn = draw(image, det, predictor.class_names, cfg.draw_thresh)
+            drawn = draw(image, det, predictor.class_names, cfg.draw_conf or cfg.conf)
             (out / "drawn").mkdir(exist_ok=True)
             Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out / "drawn" / f"{stem}.png")
         if geo := georeference(files[i]):
@@ -184,25 +205,16 @@ def predict(cfg: PredictConfig) -> dict[str, int]:
     return summary
 
 
-def parse(argv: list[str]) -> PredictConfig:
-    """``key=value`` arguments over the defaults of :class:`PredictConfig`."""
-    return parse_options(PredictConfig, argv, COMMANDS["predict"].example)
+def parse(argv: list[str]) -> PredictOptions:
+    """``key=value`` arguments over the defaults of :class:`PredictOptions`."""
+    return parse_options(PredictOptions, argv, COMMANDS["predict"].example)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else list(argv)
-    if wants_help(args):
-        return print_usage("predict")
-    cfg = parse(args)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        summary = predict(cfg)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        msg = str(err).splitlines()[0] if isinstance(err, KeyError) else str(err)
-        print(f"error: {msg}", file=sys.stderr)
-        return USAGE_ERROR
-    print(json.dumps(summary))
-    return 0
+def task(opts: PredictOptions) -> None:
+    print(json.dumps(predict(opts)))
+
+
+main = key_value_command("predict", task)
 
 
 if __name__ == "__main__":

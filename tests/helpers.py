@@ -46,6 +46,16 @@ TRAINED = [f"data.size={TRAINED_SIZE}", "model.postprocess.score_thresh=0.005",
            "trainer.check_val_every_n_epoch=1", "trainer.log_every_n_steps=1"]
 
 
+def evaluated(ckpt: Path, *data_args: str, data: str | None = None) -> dict[str, float]:
+    """``retina eval``'s numbers of a checkpoint on CPU: its own data, or ``data=NAME`` with
+    ``data.KEY=VALUE`` arguments (alone: changes to its own)."""
+    from retina.eval.settings import compose_evaluation
+    from retina.training.run import evaluate_checkpoint
+
+    data_cfg, _ = compose_evaluation(data, list(data_args), "retina eval")
+    return evaluate_checkpoint(ckpt, data_cfg, "cpu")[2]
+
+
 # ---------------------------------------------------------------- GFL
 
 R = 16  # reg_max

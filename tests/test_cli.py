@@ -1,5 +1,6 @@
-"""The command line (retina.cli, the ``retina`` command): one key=value grammar, a short --help
-with an example for every command, and a missing or wrong option as one line, exit code 2."""
+"""The command line (retina.cli, retina.options, the ``retina`` command): one key=value grammar
+where a name means the same in every command, a short --help made from the option
+definitions, and every mistake one line, exit code 2, before anything runs or is written."""
 
 import dataclasses
 import importlib
@@ -10,13 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from retina import cli
+from retina import cli, options
 from retina.__main__ import main as retina
 from retina.training.config import ROOT
 
-# the Hydra commands with a required key (train has none: it trains the NEON default)
-REQUIRED = {"eval": "ckpt_path", "export": "ckpt_path", "report": "ann, results, out",
-            "parity": "ckpt_path", "export-speed": "ckpt_path"}
+KEY_VALUE = [n for n, c in cli.COMMANDS.items() if c.options]
+# what each key=value command needs at least
+REQUIRED = {"eval": "model=...", "export": "model=...", "report": "ann=..., results=..., out=...",
+            "parity": "model=...", "export-speed": "model=...",
+            "predict": "model=..., images=..., out=...", "tile": "format=..., out=..."}
+SHARED = {"model": options.model, "out": lambda: options.out(None, ""), "device": options.device,
+          "conf": lambda: options.conf(None), "iou": options.iou, "max_det": options.max_det,
+          "classes": options.classes}
+OLD_NAMES = ("ckpt_path", "out_dir", "accelerator", "score_thresh", "nms_thresh", "draw_thresh")
 
 
 def python_m(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -35,7 +42,7 @@ def exit_of(fn, *args) -> int:
 def one_line_error(capsys, *words: str) -> str:
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
-    assert err.startswith("error: ") and "(example: retina " in err
+    assert err.startswith("error: "), err
     assert all(w in err for w in words), err
     return err
 
@@ -69,61 +76,147 @@ def test_every_command_has_a_short_help_with_an_example(name, capsys):
     assert retina([name, "--help"]) == 0  # without importing the module
     out = capsys.readouterr().out
     assert out.startswith(f"usage: retina {name}") and "\nexample" in out
-    assert len(out.splitlines()) <= 30
+    assert len(out.splitlines()) <= 45
     # the module's own main (python -m MODULE --help) prints the same
     assert importlib.import_module(cmd.module).main(["-h"]) == 0
     assert capsys.readouterr().out == out
 
 
+@pytest.mark.parametrize("name", KEY_VALUE)
+def test_the_help_is_made_from_the_option_definitions(name):
+    schema = cli.COMMANDS[name].options
+    text = cli.COMMANDS[name].help()
+    for field in dataclasses.fields(schema):
+        rules = options.rules_of(schema)[field.name]
+        assert f"\n  {field.name}=" in text, field.name
+        assert rules.help and rules.help.split()[0] in text, field.name
+
+
+def test_a_name_means_the_same_in_every_command():
+    # the shared options keep one definition: the same rules wherever they appear
+    for name in KEY_VALUE:
+        rules = options.rules_of(cli.COMMANDS[name].options)
+        assert not set(rules) & set(OLD_NAMES), name
+        for option, make in SHARED.items():
+            if option in rules:
+                shared = make().metadata[options.RULES]
+                got = rules[option]
+                assert (got.aliases, got.low, got.high, got.pattern, got.exists) == (
+                    shared.aliases, shared.low, shared.high, shared.pattern, shared.exists), (
+                    name, option)
+    used = {o for n in KEY_VALUE for o in options.rules_of(cli.COMMANDS[n].options)}
+    assert {"model", "out", "device", "conf", "iou", "max_det", "classes"} <= used
+
+
+def test_the_help_of_the_other_commands_names_every_option():
+    # bench and convert write their help by hand around their subcommands
+    from retina.bench.__main__ import AccuracyOptions, SpeedOptions
+    from retina.data.to_coco import ConvertOptions
+
+    for schema, name in [(SpeedOptions, "bench"), (AccuracyOptions, "bench"),
+                         (ConvertOptions, "convert")]:
+        fields = dataclasses.fields(schema)
+        assert not [f.name for f in fields if f"{f.name}=" not in cli.COMMANDS[name].help()]
+
+
 def test_eval_help_lists_its_options_not_the_training_groups(capsys):
-    # Hydra's own --help of eval listed every training group (model, loss, optim, ...)
     assert retina(["eval", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "ckpt_path=FILE" in out and "optim" not in out and "loss=" not in out
-
-
-@pytest.mark.parametrize("schema, name", [
-    ("retina.predict:PredictConfig", "predict"),
-    ("retina.bench.__main__:SpeedOptions", "bench"),
-    ("retina.bench.__main__:AccuracyOptions", "bench"),
-    ("retina.data.to_coco:ConvertOptions", "convert"),
-    ("retina.sweeps.report:ReportOptions", "sweep-report"),
-])
-def test_the_help_names_every_option(schema, name):
-    module, cls = schema.split(":")
-    options = dataclasses.fields(getattr(importlib.import_module(module), cls))
-    assert not [f.name for f in options if f"{f.name}=" not in cli.COMMANDS[name].usage]
+    assert "model=FILE" in out and "optim" not in out and "loss=" not in out
 
 
 @pytest.mark.parametrize("name", REQUIRED)
-def test_hydra_commands_name_a_missing_key_in_one_line(name, capsys):
+def test_a_missing_option_is_one_line(name, capsys):
     main = importlib.import_module(cli.COMMANDS[name].module).main
     assert exit_of(main, []) == 2
-    one_line_error(capsys, f"missing {REQUIRED[name]}", f"retina {name} ")
+    one_line_error(capsys, f"missing {REQUIRED[name]}", f"(example: retina {name} ")
 
 
-def test_every_hydra_command_with_a_required_key_is_checked():
-    assert set(REQUIRED) == {n for n, c in cli.COMMANDS.items() if c.config} - {"train"}
+@pytest.mark.parametrize(("argv", "words"), [
+    (["export", "model=MODEL", "format=tflite"],
+     ["format=tflite: not one of safetensors, torchscript, onnx"]),
+    (["export", "model=MODEL", "format=onx"], ["(did you mean onnx?)"]),
+    (["predict", "model=MODEL", "images=.", "out=o", "conf=1.5"],
+     ["conf=1.5: must be between 0 and 1"]),
+    (["predict", "model=MODEL", "images=.", "out=o", "max_det=ten"],
+     ["max_det=ten: expected a whole number, e.g. max_det=10"]),
+    (["predict", "model=MODEL", "images=.", "out=o", "device=gpux"],
+     ["device=gpux: expected auto, cpu, cuda or cuda:N"]),
+    (["predict", "model=MODEL", "images=.", "out=o", "confidence=0.3"],
+     ["unknown option 'confidence' (did you mean conf?)"]),
+    (["predict", "model=MODEL", "images=.", "out=o", "verbose"],
+     ["expected key=value, got 'verbose'"]),
+    (["eval", "model=nothere.ckpt"], ["model=nothere.ckpt: no such file"]),
+    (["eval", "model=MODEL", "data=cocoo"], ["data=cocoo: no such data config (did you mean "
+                                            "coco?)"]),
+    (["eval", "model=MODEL", "report.score_tresh=0.3"],
+     ["unknown key report.score_tresh (did you mean report.score_thresh?)"]),
+    (["eval", "model=MODEL", "report.worst_images=all"],
+     ["report.worst_images=all: expected a whole number, e.g. report.worst_images=10"]),
+    (["eval", "model=MODEL", "data=voc"], ["data=voc needs data.root=..."]),
+    (["parity", "model=MODEL", "ann=nothere.json"], ["ann=nothere.json: no such file"]),
+    (["tile", "format=voc", "out=o", "root=TESTS"], ["root=", "no such folder (it is a file)"]),
+])
+def test_a_bad_option_is_one_line_before_anything_runs(argv, words, capsys):
+    model = str(ROOT / "tests" / "fixtures" / "legacy" / "v1_gfl.json")  # some existing file
+    argv = [a.replace("MODEL", model).replace("TESTS", str(ROOT / "tests" / "__init__.py"))
+            for a in argv]
+    main = importlib.import_module(cli.COMMANDS[argv[0]].module).main
+    assert exit_of(main, argv[1:]) == 2
+    one_line_error(capsys, *words)
 
 
-def test_a_missing_key_leaves_no_run_directory(tmp_path):
-    # the whole path, in a fresh process, from another directory
-    run = python_m("retina", "eval", "accelerator=cpu", cwd=tmp_path)
-    assert run.returncode == 2
-    assert run.stderr.strip() == (
-        "error: missing ckpt_path (example: retina eval accelerator=cpu "
-        f"ckpt_path={cli.CKPT})")
-    assert list(tmp_path.iterdir()) == []
+def test_old_option_names_still_work_with_a_note(capsys):
+    model = str(ROOT / "tests" / "fixtures" / "legacy" / "v1_gfl.json")
+    opts, _ = cli.parse_command("export", [f"ckpt_path={model}", "score_thresh=0.3",
+                                           "nms_thresh=0.4"])
+    assert (opts.model, opts.conf, opts.iou) == (model, 0.3, 0.4)
+    err = capsys.readouterr().err
+    assert "note: ckpt_path= is now model= (the old name goes in retina 0.3)" in err
+    assert "note: score_thresh= is now conf=" in err and "note: nms_thresh= is now iou=" in err
 
 
-def test_python_m_predict_help_exits_0(tmp_path):
-    run = python_m("retina.predict", "--help", cwd=tmp_path)
-    assert run.returncode == 0 and run.stdout.startswith("usage: retina predict model=FILE")
+def test_eval_passes_data_and_report_keys_on(tmp_path):
+    opts, prefixed = cli.parse_command("eval", [f"model={ROOT / 'README.md'}", "data=coco",
+                                                "data.val_ann=a.json", "+data.root=r",
+                                                "report.score_thresh=0.5", "device=cpu"])
+    assert opts.data == "coco" and opts.device == "cpu"
+    assert prefixed == ["data.val_ann=a.json", "data.root=r", "report.score_thresh=0.5"]
 
 
-def test_keys_a_group_or_experiment_leaves_unset_are_named(capsys):
-    assert exit_of(retina, ["train", "data=voc"]) == 2
-    one_line_error(capsys, "missing data.root", "retina train data=voc data.root=DIR")
+def test_device_means_the_same_for_torch_and_lightning():
+    assert cli.torch_device("cpu") == "cpu" and cli.torch_device("cuda:1") == "cuda:1"
+    assert cli.torch_device("gpu") == "cuda"
+    assert cli.lightning_device("cuda:1") == ("gpu", [1])
+    assert cli.lightning_device("cpu") == ("cpu", 1)
+    assert cli.lightning_device("auto") == ("auto", 1)
+
+
+# ---------------------------------------------------------------- retina train (Hydra)
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["trainer.max_epochs=ten"], ["trainer.max_epochs=ten: expected a whole number, e.g. "
+                                  "trainer.max_epochs=30"]),
+    (["model=gfll"], ["model=gfll: no such model config (did you mean gfl?)"]),
+    (["experiment=neon_retinan"], ["(did you mean neon_retinanet?)"]),
+    (["trainer.max_epocs=3"], ["unknown key trainer.max_epocs (did you mean "
+                               "trainer.max_epochs?)"]),
+    (["loss.gamma=2"], ["loss.gamma: not a setting of this run's loss=gfl; loss=focal and "
+                        "loss=softmax_focal have it"]),
+    (["data=yolo", "data.root=/nonexistent"], ["data.root=/nonexistent: no such folder"]),
+    (["data=coco"], ["data=coco needs data.root=DIR (the COCO 2017 layout) or "
+                     "data.train_ann=FILE"]),
+    (["data.batch_size=0"], ["data.batch_size=0: must be at least 1"]),
+    (["optim.lr=-1"], ["optim.lr=-1: must be above 0"]),
+    (["model.init_from=nothere.ckpt"], ["model.init_from=nothere.ckpt: no such file"]),
+    (["device=gpux"], ["device=gpux: expected auto, cpu, cuda or cuda:N"]),
+    (["-m", "loss.gamma=0,two", "experiment=neon_retinanet"],
+     ["loss.gamma=two: expected a number"]),
+    (["data=voc"], ["missing data.root", "retina train data=voc data.root=DIR"]),
+])
+def test_train_mistakes_are_one_line_before_hydra_starts(argv, words, capsys):
+    assert exit_of(retina, ["train", *argv]) == 2
+    one_line_error(capsys, *words)
 
 
 @pytest.mark.parametrize("experiment", ["retinanet_r50_coco_tv", "retinanet_r50_v2_coco_tv",
@@ -137,38 +230,31 @@ def test_a_key_an_experiment_requires_is_named_though_a_group_sets_it(experiment
                             cli.COMMANDS["train"].filled) == []
 
 
-def test_keys_the_command_fills_itself_are_not_missing():
-    # the head's class count comes from the data
-    assert cli.missing_keys("train", []) == ["model.detector.head.num_classes"]
-    cli.check_hydra_args("train", [])  # no error
-    assert cli.missing_keys("eval", ["ckpt_path=x.ckpt"]) == []
+def test_good_train_command_lines_pass_and_device_becomes_lightnings():
+    assert cli.missing_keys("train", []) == ["model.detector.head.num_classes"]  # from the data
+    assert cli.check_hydra_args("train", []) == []
+    assert cli.check_hydra_args("train", ["device=cuda:1", "trainer.max_epochs=3"]) == [
+        "trainer.accelerator=gpu", "trainer.devices=[1]", "trainer.max_epochs=3"]
+    for argv in (["-m", "loss.gamma=0,2", "experiment=neon_retinanet"],
+                 ["-m", "hparams_search=focal_optuna", "experiment=neon_retinanet"],
+                 ["--cfg", "job", "experiment=neon_retinanet", "loss.gamma=1.5"],
+                 ["ckpt_path=last"], ["+data.extra_key=1"], ["~callbacks.ema"]):
+        cli.check_hydra_args("train", argv)  # no error
 
 
-@pytest.mark.parametrize("argv", [
-    ["-m", "ckpt_path=a.ckpt,b.ckpt"],  # a sweep: Hydra's own command line
-    ["--cfg", "job"],
-    ["trainer.max_epoch=3"],  # a bad override: Hydra's message names it
-])
-def test_arguments_only_hydra_understands_are_left_to_hydra(argv):
-    assert cli.missing_keys("eval", argv) == []
+def test_a_mistake_leaves_the_working_folder_empty(tmp_path):
+    # the whole path, in fresh processes, from an empty folder
+    for argv in (["eval", "accelerator=cpu"], ["train", "trainer.max_epochs=ten"],
+                 ["export", "model=x.ckpt", "format=tflite"], ["train", "data=coco"]):
+        run = python_m("retina", *argv, cwd=tmp_path)
+        assert run.returncode == 2, run.stderr
+        assert len(run.stderr.strip().splitlines()) <= 2, run.stderr  # a note, the error
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_key_value_options_are_parsed_and_checked(capsys):
-    from retina.bench.__main__ import SpeedOptions
-    from retina.predict import PredictConfig, main
-
-    opts = cli.parse_options(SpeedOptions, ["sizes=[256,320]", "quick=true"], "e.g.")
-    assert opts.sizes == [256, 320] and opts.quick and opts.batch == 2
-    args = ["model=m.onnx", "images=dir", "out=o"]
-    assert cli.parse_options(PredictConfig, args, "e.g.").batch_size == 4
-    for argv, words in [
-        ([*args, "drw=true"], ["unknown option 'drw' (did you mean draw?)"]),
-        ([*args, "batch_size=abc"], ["batch_size: Value 'abc'"]),
-        ([*args, "verbose"], ["expected key=value, got 'verbose'"]),
-        (args[1:], ["missing model=..."]),
-    ]:
-        assert exit_of(main, argv) == 2
-        one_line_error(capsys, *words)
+def test_python_m_predict_help_exits_0(tmp_path):
+    run = python_m("retina.predict", "--help", cwd=tmp_path)
+    assert run.returncode == 0 and run.stdout.startswith("usage: retina predict model=FILE")
 
 
 def test_bench_and_sweep_report_take_the_same_grammar(capsys):

@@ -35,7 +35,7 @@ from retina.infer.predictor import from_checkpoint
 from retina.infer.runtimes import load
 from retina.schema import SCHEMA_VERSION, load_model_config
 from retina.training.checkpoint import load_checkpoint, module_from_checkpoint, run_config
-from retina.training.run import evaluate
+from tests.helpers import evaluated
 
 FIXTURES = Path(__file__).parent / "fixtures" / "legacy"
 VAL_TILES = sorted((Path(__file__).resolve().parents[1] / "data/neon_trees/val").glob("*.png"))
@@ -163,9 +163,9 @@ def test_checkpoints_with_float64_nms_rebuild(tmp_path):
         run["model"]["postprocess"]["nms_thresh"])
 
 
-def test_old_checkpoint_evaluates(tmp_path, tiny_cfg):
+def test_old_checkpoint_evaluates(tmp_path):
     path = legacy_checkpoint("v1_retinanet", tmp_path)
-    metrics = evaluate(tiny_cfg(f"ckpt_path={path}", "accelerator=cpu", name="eval"))
+    metrics = evaluated(path)
     assert {"val/mAP", "val/mAP_50", "val/AR_100"} <= set(metrics)
 
 

@@ -35,7 +35,8 @@ from retina.analysis.matching import match
 from retina.analysis.pr_curves import best_f1, plot_pr_curves
 from retina.analysis.results import load_results
 from retina.data.coco import load_coco
-from retina.training.coco_eval import run_cocoeval, summarize
+from retina.training.checkpoint import load_checkpoint
+from retina.training.coco_eval import at_max_dets, run_cocoeval, summarize
 from retina.training.run import evaluate_checkpoint
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ def write_report(
     background_iou: float = 0.1,
     worst_images: int = 10,
     top_uncertain: int = 20,
+    max_dets: int = 100,
+    source: dict | None = None,
 ) -> dict:
     """Score ``results`` against ``coco_gt`` once and write every file of the report.
 
@@ -72,6 +75,10 @@ def write_report(
         background_iou: TIDE's background threshold of the error breakdown.
         worst_images: how many images ``worst_images.md`` lists and draws.
         top_uncertain: how many detections the uncertainty list shows.
+        max_dets: detections per image scored; COCO's numbers count the best 100 of each
+            image, more adds ``mAP_<n>``, ``mAP_50_<n>`` and ``AR_<n>`` (a whole scene).
+        source: what was scored (the checkpoint, its epoch and step, the data), written
+            first into ``metrics.json`` so that the numbers say which weights they describe.
 
     Returns:
         what ``metrics.json`` holds.
@@ -111,6 +118,7 @@ def write_report(
 
     cat_name = {c: coco_gt.cats[c]["name"] for c in coco_gt.cats}
     metrics = {
+        **({"source": source} if source else {}),
         **stats,
         "per_class": {r["class"]: {k: v for k, v in r.items() if k != "class"} for r in rows},
         "best_f1_iou50": {cat_name[c]: v for c, v in best_f1(ev, 0.5).items()},
@@ -118,7 +126,12 @@ def write_report(
         "errors": breakdown,
         "num_images": len(ev.params.imgIds),
         "num_detections": len(ev.cocoDt.anns),
+        "max_dets": max_dets,  # COCO's numbers above count the best 100 per image
     }
+    if max_dets > 100:
+        metrics |= at_max_dets(coco_gt, results, image_ids, max_dets)
+        log.info("counting up to %d detections per image: %s", max_dets,
+                 {k: round(metrics[k], 4) for k in (f"mAP_{max_dets}", f"AR_{max_dets}")})
     if uncertainty_report.has_spread(ev):
         spread = uncertainty_report.spread_vs_error(ev, matching)
         widest = uncertainty_report.widest(ev, matching, top_uncertain, score_thresh)
@@ -140,12 +153,18 @@ def report_from_files(ann: str | Path, results: str | Path, out: str | Path,
 
 
 def report_from_checkpoint(ckpt_path: str | Path, out: str | Path, data: DictConfig | None = None,
-                           accelerator: str = "auto", **settings) -> dict:
+                           accelerator: str = "auto", devices: int | list[int] = 1,
+                           max_det: int | None = None, **settings) -> dict:
     """Validate a checkpoint (:func:`retina.training.run.evaluate_checkpoint`) and write the
-    report of its detections on the validation images."""
-    module, datamodule, _ = evaluate_checkpoint(ckpt_path, data, accelerator)
+    report of its detections on the validation images (``max_det``: detections kept and
+    scored per image, None: the model's own)."""
+    module, datamodule, _ = evaluate_checkpoint(ckpt_path, data, accelerator, devices, max_det)
+    ckpt = load_checkpoint(ckpt_path)
+    source = {"checkpoint": str(ckpt_path), "epoch": ckpt.get("epoch"),
+              "global_step": ckpt.get("global_step"), "data": str(datamodule.val_ann)}
     return write_report(load_coco(datamodule.val_ann), module.last_results, out,
-                        module.last_image_ids, datamodule.val_images, **settings)
+                        module.last_image_ids, datamodule.val_images,
+                        max_dets=module.postprocess.max_det, source=source, **settings)
 
 
 def _multi_process() -> bool:
@@ -175,7 +194,7 @@ def report_training_run(cfg: DictConfig) -> Path | None:
     out = Path(cfg.paths.output_dir) / "report"
     if _multi_process():
         log.info("several processes: no report here; write it with "
-                 "retina eval ckpt_path=%s out=%s", ckpt, out)
+                 "retina eval model=%s out=%s", ckpt, out)
         return None
     report_from_checkpoint(ckpt, out, None, cfg.trainer.accelerator, **cfg.report)
     return out

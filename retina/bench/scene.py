@@ -27,13 +27,7 @@ from retina.data.coco import read_rgb
 from retina.data.neon import CATEGORY, SPLITS, deepforest_data_dir, scene_record
 from retina.data.validate import Report, records_to_coco
 from retina.infer import load
-from retina.training.coco_eval import (
-    iou_index,
-    mean_valid,
-    run_cocoeval,
-    summarize,
-    to_coco_results,
-)
+from retina.training.coco_eval import at_max_dets, run_cocoeval, summarize, to_coco_results
 
 SCENE = SPLITS["val"][0]  # 2019_YELL_2_541000_4977000_image_crop, 279 trees
 
@@ -52,13 +46,10 @@ def score(gt: COCO, det: dict, cat_ids: list[int], max_dets: int) -> dict[str, f
     """COCO's mAP, mAP_50, AR_100, and mAP, mAP_50, AR at ``max_dets`` detections."""
     results = to_coco_results([1], [det], cat_ids)
     coco, _ = summarize(run_cocoeval(gt, results))
-    ev = run_cocoeval(gt, results, max_dets=(1, 100, max_dets))
-    a = ev.params.areaRngLbl.index("all")
-    precision = ev.eval["precision"][..., a, -1]  # (T, R, K) at max_dets
+    scene = at_max_dets(gt, results, None, max_dets)
     return {"mAP": coco["mAP"], "mAP_50": coco["mAP_50"], "AR_100": coco["AR_100"],
-            "scene_mAP": mean_valid(precision), "scene_mAP_50": mean_valid(
-                precision[iou_index(ev, 0.5)]),
-            "scene_AR": mean_valid(ev.eval["recall"][..., a, -1]), "detections": len(results)}
+            "scene_mAP": scene[f"mAP_{max_dets}"], "scene_mAP_50": scene[f"mAP_50_{max_dets}"],
+            "scene_AR": scene[f"AR_{max_dets}"], "detections": len(results)}
 
 
 def scene_bench(model: str, tiles: list[int], overlap: float = 0.25, batch_size: int = 4,

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from omegaconf import MISSING, OmegaConf
 from PIL import Image
 
-from retina.cli import COMMANDS, USAGE_ERROR, print_usage, wants_help
+from retina.cli import key_value_command
 from retina.data.coco import load_coco, rgb_array
 from retina.data.validate import ImageRecord, Report, records_to_coco
+from retina.options import TileOptions
 
 log = logging.getLogger(__name__)
 
@@ -236,25 +236,7 @@ def records_from_coco(coco: dict, source: str) -> list[ImageRecord]:
     return records
 
 
-@dataclass
-class TileConfig:
-    """Options of ``python -m retina.data.tile`` (all ``key=value``)."""
-
-    format: str = MISSING  # coco, voc or yolo
-    out: str = MISSING  # output folder: images/ and annotations.json
-    root: str | None = None  # voc / yolo dataset root
-    split: str | None = None  # voc: ImageSets/Main/<split>.txt (null: every XML); yolo: required
-    ann: str | None = None  # coco: annotation file
-    images: str | None = None  # coco: image folder (file_name is relative to it)
-    tile: int = 400
-    overlap: float = 0.25
-    min_visible: float = 0.5  # a box goes to a tile holding at least this fraction of it
-    keep_empty: bool = False
-    edge: str = "shift"  # shift | cut (see retina.data.tile.EDGES)
-    skip_bad: bool = False  # voc / yolo: skip and count bad files instead of stopping
-
-
-def read_source(cfg: TileConfig) -> tuple[dict, Path, str]:
+def read_source(cfg: TileOptions) -> tuple[dict, Path, str]:
     """The source annotations as a checked COCO dict, the image root and a description."""
     if cfg.format == "coco":
         if not cfg.ann or not cfg.images:
@@ -274,7 +256,7 @@ def read_source(cfg: TileConfig) -> tuple[dict, Path, str]:
     raise ValueError(f"format={cfg.format!r}: expected coco, voc or yolo")
 
 
-def tile_dataset(cfg: TileConfig) -> tuple[Path, TileCounts]:
+def tile_dataset(cfg: TileOptions) -> tuple[Path, TileCounts]:
     """Tile the source of ``cfg`` into ``cfg.out`` and check the written COCO file.
 
     Returns:
@@ -305,23 +287,12 @@ def tile_dataset(cfg: TileConfig) -> tuple[Path, TileCounts]:
     return ann, counts
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if wants_help(argv):
-        return print_usage("tile")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(TileConfig), OmegaConf.from_dotlist(argv))
-        missing = [k for k in ("format", "out") if OmegaConf.is_missing(cfg, k)]
-        if missing:
-            raise ValueError(f"missing {', '.join(f'{k}=...' for k in missing)}")
-        ann, counts = tile_dataset(OmegaConf.to_object(cfg))
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        msg = str(err).splitlines()[0] if isinstance(err, KeyError) else str(err)
-        print(f"error: {msg} (example: {COMMANDS['tile'].example})", file=sys.stderr)
-        return USAGE_ERROR
+def task(opts: TileOptions) -> None:
+    ann, counts = tile_dataset(opts)
     print(f"wrote {ann}: {counts.line()}")
-    return 0
+
+
+main = key_value_command("tile", task)
 
 
 if __name__ == "__main__":

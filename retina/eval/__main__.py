@@ -1,21 +1,28 @@
-"""Evaluate a checkpoint and write the report: ``retina eval ckpt_path=FILE [data=...]
-[out=DIR]`` (``python -m retina.eval``; see conf/eval.yaml)."""
+"""Evaluate a checkpoint and write the report: ``retina eval model=FILE [data=...] [out=DIR]``
+(``python -m retina.eval``; options: :class:`retina.options.EvalOptions`)."""
 
 from __future__ import annotations
 
 import sys
+from datetime import datetime
+from pathlib import Path
 
-from omegaconf import DictConfig
-
-from retina.analysis.report import report_from_checkpoint
-from retina.cli import hydra_command
-
-
-def task(cfg: DictConfig) -> None:
-    report_from_checkpoint(cfg.ckpt_path, cfg.out, cfg.get("data"), cfg.accelerator, **cfg.report)
+from retina.cli import key_value_command, lightning_device
+from retina.eval.settings import compose_evaluation
+from retina.options import EvalOptions
 
 
-main = hydra_command("eval", task)
+def task(opts: EvalOptions, prefixed: list[str]) -> None:
+    from retina.analysis.report import report_from_checkpoint
+
+    data, report = compose_evaluation(opts.data, prefixed, f"retina eval model={opts.model} ...")
+    out = opts.out or Path("outputs", "eval", datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
+    accelerator, devices = lightning_device(opts.device)
+    report_from_checkpoint(opts.model, out, data, accelerator, devices=devices,
+                           max_det=opts.max_det, **report)
+
+
+main = key_value_command("eval", task)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,6 @@
 """Do eager PyTorch, TorchScript and ONNX Runtime detect the same boxes?
 
-    retina parity ckpt_path=FILE [score_thresh=0.01] [out_dir=DIR]   (python -m retina.infer.parity)
+    retina parity model=FILE [conf=0.01] [out=DIR]   (python -m retina.infer.parity)
 
 Exports the checkpoint to the three formats, runs every runtime on the same images
 (the COCO val set and a few random images) and compares each with the eager
@@ -16,15 +16,15 @@ import tempfile
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 from torch import Tensor
 from torchvision.ops import box_iou
 
-from retina.cli import hydra_command
+from retina.cli import key_value_command
 from retina.data.coco import load_coco, read_rgb
 from retina.export.formats import export
 from retina.infer.predictor import Detections, Predictor, from_checkpoint
 from retina.infer.runtimes import GraphPredictor, load
+from retina.options import ParityOptions
 from retina.training.coco_eval import coco_evaluate, to_coco_results
 
 log = logging.getLogger(__name__)
@@ -164,13 +164,13 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def task(cfg: DictConfig) -> None:
-    rows = parity(cfg.ckpt_path, cfg.ann, cfg.images, cfg.out_dir, cfg.batch_size,
-                  cfg.num_random, cfg.score_thresh, cfg.max_images)
+def task(opts: ParityOptions) -> None:
+    rows = parity(opts.model, opts.ann, opts.images, opts.out, opts.batch_size,
+                  opts.num_random, opts.conf, opts.max_images)
     print(format_table(rows))
 
 
-main = hydra_command("parity", task)
+main = key_value_command("parity", task)
 
 if __name__ == "__main__":
     sys.exit(main())

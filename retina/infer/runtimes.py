@@ -51,6 +51,40 @@ class GraphPredictor(SlicedPrediction):
         self.meta = meta
         self.graph_resize = graph_resize
         self.input_size = list(meta.graph_input_size)
+        self.score_thresh: float | None = None  # stricter than the graph's: set_postprocess
+        self.max_det: int | None = None
+
+    def set_postprocess(self, **settings: float | None) -> GraphPredictor:
+        """Keep only detections scoring at least ``score_thresh`` and the best ``max_det`` per
+        image (None keeps the current value). The graph's own thresholds are fixed at export:
+        a lower threshold, more detections or another ``nms_thresh`` / ``topk`` need a new
+        export (``retina export conf= iou= max_det=``); the ValueError says so."""
+        post = self.meta.model["postprocess"]
+        for key, value in settings.items():
+            if value is None:
+                continue
+            fixed = post.get(key)
+            if key not in ("score_thresh", "nms_thresh", "topk", "max_det"):
+                raise ValueError(f"not a postprocess setting: {key}")
+            looser = {"score_thresh": value < fixed, "max_det": value > fixed}.get(
+                key, value != fixed)
+            if looser:
+                option = {"score_thresh": "conf", "nms_thresh": "iou"}.get(key, key)
+                raise ValueError(f"{option}={value}: this graph was exported with {option}="
+                                 f"{fixed}, which it keeps; export again with {option}={value}")
+            setattr(self, key, value)
+        return self
+
+    def _restricted(self, dets: Detections) -> Detections:
+        """``dets`` with :meth:`set_postprocess`'s stricter score threshold and count."""
+        if self.score_thresh is None and self.max_det is None:
+            return dets
+        out = []
+        for det in dets:
+            keep = det["scores"] >= (self.score_thresh or 0.0)  # sorted: a prefix
+            n = min(int(keep.sum()), self.max_det or len(keep))
+            out.append({k: v[:n] for k, v in det.items()})
+        return out
 
     @property
     def class_names(self) -> list[str]:
@@ -80,10 +114,10 @@ class GraphPredictor(SlicedPrediction):
         for idx in by_size.values():
             for i, det in zip(idx, self._run_same_size([images[i] for i in idx])):
                 dets[i] = det
-        if self.graph_resize:
-            return dets
-        sizes = torch.tensor([self.input_size] * len(images))  # (B, 2)
-        return scale_to_original(dets, sizes, orig)
+        if not self.graph_resize:
+            sizes = torch.tensor([self.input_size] * len(images))  # (B, 2)
+            dets = scale_to_original(dets, sizes, orig)
+        return self._restricted(dets)
 
 
 def read_meta(text: str, origin: str | Path) -> ExportMeta:

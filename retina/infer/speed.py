@@ -1,6 +1,6 @@
 """Inference time per tile: ONNX Runtime and TorchScript next to eager PyTorch.
 
-    retina export-speed ckpt_path=FILE [tile=400] [repeats=20] [threads=N]   (python -m retina.infer.speed)
+    retina export-speed model=FILE [tile=400] [repeats=20] [threads=N]   (python -m retina.infer.speed)
 
 One process, one input (a uint8 tile, batch 1), the whole path each time (resize,
 network, postprocess, mapping back), same thread count for every runtime; repeats are
@@ -18,14 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 from torch import Tensor
 
-from retina.cli import hydra_command
+from retina.cli import key_value_command
 from retina.data.coco import read_rgb
 from retina.export.formats import export
 from retina.infer.predictor import from_checkpoint
 from retina.infer.runtimes import load
+from retina.options import ExportSpeedOptions
 
 
 def interleaved_times(
@@ -102,13 +102,13 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def task(cfg: DictConfig) -> None:
-    rows = speed(cfg.ckpt_path, cfg.tile, cfg.image, cfg.repeats, cfg.warmup, cfg.threads,
-                 cfg.out_dir)
+def task(opts: ExportSpeedOptions) -> None:
+    rows = speed(opts.model, opts.tile, opts.image, opts.repeats, opts.warmup, opts.threads,
+                 opts.out)
     print(format_table(rows))
 
 
-main = hydra_command("export-speed", task)
+main = key_value_command("export-speed", task)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -28,6 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from retina.cli import parse_options, print_usage, split_positional, wants_help
+from retina.options import SweepReportOptions
 from retina.sweeps.job import FAILED, JOB_FILE, OK, direction
 from retina.sweeps.plot import plot_sweep, short
 
@@ -201,21 +201,13 @@ class SweepSummary(Callback):
         log.info("\n%s", files["md"].read_text())
 
 
-@dataclass
-class ReportOptions:
-    """Options of ``retina sweep-report DIR``."""
-
-    metric: str | None = None  # rank and plot by this (default: the jobs' optimized_metric)
-    minimize: bool = False  # lower is better (default: the sweeper's direction)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if wants_help(args):
         return print_usage("sweep-report")
     example = "retina sweep-report outputs/train_multirun/<date> metric=val/mAP_50"
     (sweep_dir,), rest = split_positional(args, 1, "the multirun directory", example)
-    opts = parse_options(ReportOptions, rest, example)
+    opts = parse_options(SweepReportOptions, rest, example)
     files = summarize(sweep_dir, opts.metric, False if opts.minimize else None)
     print(files["md"].read_text())
     print("\n".join(str(p) for p in files.values()))

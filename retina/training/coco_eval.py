@@ -222,6 +222,18 @@ def coco_evaluate(
     return metrics, table
 
 
+def at_max_dets(coco_gt: COCO, results: list[dict], image_ids: list[int] | None, n: int,
+                backend: str = BACKENDS[0]) -> dict[str, float]:
+    """mAP, mAP_50 and AR counting up to ``n`` detections per image, where COCO's numbers stop
+    at 100 (a whole scene holds more objects): ``mAP_<n>``, ``mAP_50_<n>``, ``AR_<n>``."""
+    ev = run_cocoeval(coco_gt, results, image_ids, max_dets=(1, 10, n), backend=backend)
+    a = ev.params.areaRngLbl.index("all")
+    precision = ev.eval["precision"][..., a, -1]  # (T, R, K) at n
+    return {f"mAP_{n}": mean_valid(precision),
+            f"mAP_50_{n}": mean_valid(precision[iou_index(ev, 0.5)]),
+            f"AR_{n}": mean_valid(ev.eval["recall"][..., a, -1])}
+
+
 def mean_valid(values: np.ndarray) -> float:
     """Mean of the entries > -1 (pycocotools' "no ground truth" marker), -1 if there are none."""
     kept = values[values > -1]

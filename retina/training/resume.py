@@ -28,6 +28,7 @@ MAY_CHANGE = (
     "trainer.max_time", "trainer.limit_*_batches", "trainer.enable_progress_bar",
     "trainer.enable_model_summary", "paths", "hydra", "ckpt_path", "resume", "logger",
     "data.cache_dir", "threads", "data.num_workers",  # how the machine runs it, not what
+    "early_stop",
 )
 ABSENT = "(absent)"
 # How many characters of a differing value the message shows.

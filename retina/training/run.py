@@ -10,9 +10,10 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from retina.cli import suggest
 from retina.training.atomic_io import with_atomic_checkpoint_io
 from retina.training.checkpoint import (
     load_checkpoint,
@@ -73,6 +74,43 @@ def run_extent(trainer: L.Trainer) -> dict:
             "epochs_planned": planned, "stopped_early": early}
 
 
+class NoAdvertisements(logging.Filter):
+    """Drops Lightning's tips about its cloud products from the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(NoAdvertisements())
+
+
+def early_stopping(cfg: DictConfig) -> EarlyStopping | None:
+    """``early_stop.patience=N``: stop when the metric ``best.ckpt`` is chosen by (val/mAP) has
+    not improved by ``early_stop.min_delta`` in N validations; None without a patience."""
+    patience = OmegaConf.select(cfg, "early_stop.patience")
+    if not patience:
+        return None
+    saver = OmegaConf.select(cfg, "callbacks.model_checkpoint") or {}
+    return EarlyStopping(monitor=saver.get("monitor") or "val/mAP",
+                         mode=saver.get("mode") or "max", patience=int(patience),
+                         min_delta=float(OmegaConf.select(cfg, "early_stop.min_delta") or 0.0),
+                         check_on_train_epoch_end=False)
+
+
+def weights_described(trainer: L.Trainer, stopper: EarlyStopping | None) -> dict:
+    """Which weights the numbers of ``metrics.json`` are, and why the run ended."""
+    extent = run_extent(trainer)
+    fired = stopper is not None and stopper.stopped_epoch > 0
+    reason = ("early_stop" if fired else "limit" if extent["stopped_early"] else "recipe")
+    return extent | {
+        "weights": f"the final weights, saved as checkpoints/last.ckpt (epoch "
+                   f"{trainer.current_epoch}, step {trainer.global_step}); report/ describes "
+                   "checkpoints/best.ckpt",
+        "stop_reason": reason,
+    }
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, validate, write ``metrics.json`` into the run directory and return the metrics."""
     if cfg.get("seed") is not None:
@@ -84,6 +122,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt:
         check_resume(ckpt, cfg, force=bool(OmegaConf.select(cfg, "resume.force", default=False)))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    stopper = early_stopping(cfg)
+    callbacks += [stopper] if stopper else []
     if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a bar then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     plugins = cfg.trainer.get("plugins")
@@ -101,12 +141,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     finish_loggers(loggers)
 
-    metrics = val_metrics(trainer, module) | run_extent(trainer)
+    metrics = val_metrics(trainer, module) | weights_described(trainer, stopper)
     metrics["train_seconds"] = round(time.monotonic() - start, 1)  # fit + final validation
     if datamodule.no_validation:
         metrics["no_validation"] = datamodule.no_validation
         log.warning("NO VALIDATION: %s", datamodule.no_validation)
-    if metrics["stopped_early"]:
+    if metrics["stop_reason"] == "early_stop":
+        log.warning("EARLY STOPPING after %d of %d planned epochs: %s did not improve for %d "
+                    "validations (best %.4f)", trainer.current_epoch, trainer.max_epochs,
+                    stopper.monitor, stopper.patience, float(stopper.best_score))
+    elif metrics["stopped_early"]:
         log.warning("STOPPED EARLY: %d of %d planned epochs (step %d): a limit (max_steps, "
                     "max_time, ...) ended the run; its numbers are not those of the full recipe",
                     trainer.current_epoch, trainer.max_epochs, trainer.global_step)
@@ -131,7 +175,14 @@ def eval_data(given: DictConfig | None, trained: DictConfig) -> DictConfig:
     size, resize and padding stay."""
     if not given:
         return trained
-    return given if "_target_" in given else OmegaConf.merge(trained, given)
+    if "_target_" in given:
+        return given
+    unknown = [k for k in given if k not in trained]
+    if unknown:
+        raise ValueError(f"data.{unknown[0]}: not a setting of the checkpoint's data"
+                         f"{suggest(unknown[0], list(trained))}; it has "
+                         f"{', '.join('data.' + k for k in trained)}")
+    return OmegaConf.merge(trained, given)
 
 
 def checkpoint_and_data(ckpt_path: str | Path, data: DictConfig | None = None,
@@ -156,7 +207,8 @@ def checkpoint_and_data(ckpt_path: str | Path, data: DictConfig | None = None,
 
 
 def evaluate_checkpoint(
-    ckpt_path: str | Path, data: DictConfig | None = None, accelerator: str = "auto"
+    ckpt_path: str | Path, data: DictConfig | None = None, accelerator: str = "auto",
+    devices: int | list[int] = 1, max_det: int | None = None,
 ):
     """Rebuild the model from the checkpoint's config and validate it on one device.
 
@@ -165,6 +217,9 @@ def evaluate_checkpoint(
         data: a ``data`` config to validate on (None: the data the checkpoint was trained on;
             see :func:`eval_data`).
         accelerator: Lightning's accelerator name.
+        devices: Lightning's ``devices`` (one device: ``1`` or ``[index]``).
+        max_det: detections kept per image (None: the model's own); more than COCO's 100
+            are scored by the report (``retina.analysis.report.write_report``).
 
     Returns:
         ``(module, datamodule, metrics)``: the validated module (its ``last_results``,
@@ -172,23 +227,16 @@ def evaluate_checkpoint(
         up for validation, and :func:`val_metrics`.
     """
     module, datamodule = checkpoint_and_data(ckpt_path, data)
-    return module, datamodule, validate_module(module, datamodule, accelerator)
+    if max_det is not None:
+        module.postprocess.max_det = max_det
+    return module, datamodule, validate_module(module, datamodule, accelerator, devices=devices)
 
 
 def validate_module(module, datamodule, accelerator: str = "auto", progress: bool = True,
-                    ) -> dict[str, float]:
+                    devices: int | list[int] = 1) -> dict[str, float]:
     """Validate a module on one device, outside of a training run; :func:`val_metrics`."""
-    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False,
+    trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False,
                         enable_checkpointing=False, enable_model_summary=False,
                         enable_progress_bar=progress)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     return val_metrics(trainer, module)
-
-
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Validate ``cfg.ckpt_path`` on ``cfg.data`` or its own data; print pycocotools' table
-    and the metrics."""
-    module, _, metrics = evaluate_checkpoint(cfg.ckpt_path, cfg.get("data"), cfg.accelerator)
-    print(module.last_coco_table)
-    print(json.dumps(metrics, indent=2))
-    return metrics

@@ -129,11 +129,16 @@ def test_tile_command_writes_checked_coco(fmt, voc_root: Path, yolo_root: Path, 
 
 
 def test_tile_command_errors_name_the_key(tmp_path: Path, capsys):
-    assert main([f"out={tmp_path}"]) == 2
-    assert "missing format=..." in capsys.readouterr().err
-    assert main(["format=coco", f"out={tmp_path}"]) == 2
+    def error_of(argv: list[str]) -> str:
+        with pytest.raises(SystemExit) as exit_info:  # an option: before anything runs
+            main(argv)
+        assert exit_info.value.code == 2
+        return capsys.readouterr().err
+
+    assert "missing format=..." in error_of([f"out={tmp_path}"])
+    assert main(["format=coco", f"out={tmp_path}"]) == 2  # needs the files: one line too
     assert "format=coco needs ann=FILE.json and images=DIR" in capsys.readouterr().err
-    assert main(["format=voc", f"root={tmp_path}", f"out={tmp_path}", "overlap=1.5"]) == 2
-    assert "overlap=1.5" in capsys.readouterr().err
-    assert main(["format=voc", f"root={tmp_path}", f"out={tmp_path}", "tiles=3"]) == 2
-    assert "tiles" in capsys.readouterr().err
+    err = error_of(["format=voc", f"root={tmp_path}", f"out={tmp_path}", "overlap=1.5"])
+    assert "overlap=1.5: must be between 0 and 0.9" in err
+    assert "unknown option 'tiles' (did you mean tile?)" in error_of(
+        ["format=voc", f"root={tmp_path}", f"out={tmp_path}", "tiles=3"])

@@ -28,8 +28,9 @@ from retina.infer.parity import random_images
 from retina.training.checkpoint import load_checkpoint, module_from_checkpoint
 from retina.training.coco_eval import coco_evaluate, to_coco_results
 from retina.training.config import ROOT, compose_run
-from retina.training.run import evaluate, train
+from retina.training.run import train
 from tests.convert.mmdet_reference import forward, mmdet_state
+from tests.helpers import evaluated
 
 NEON = ROOT / "data" / "neon_trees"
 VAL_ANN, VAL_IMAGES = NEON / "annotations" / "val.json", NEON / "val"
@@ -198,12 +199,10 @@ def test_retina_eval_of_a_converted_checkpoint(torchvision_v2, tmp_path):
     ckpt = load_checkpoint(out / "model.ckpt")
     ckpt["hyper_parameters"]["cat_ids"] = [1] * 91  # every label counted as Tree
     torch.save(ckpt, tmp_path / "trees.ckpt")
-    cfg = compose_run([f"ckpt_path={tmp_path / 'trees.ckpt'}", "data=neon_trees",
-                       f"data.val_ann={tmp_path / 'val.json'}", "data.size=null",
-                       f"data.min_size={SIZE}", f"data.max_size={SIZE}", "data.resize=rcnn",
-                       "data.size_divisible=32", "data.num_workers=0", "accelerator=cpu"],
-                      tmp_path / "eval", name="eval")
-    metrics = evaluate(cfg)
+    metrics = evaluated(tmp_path / "trees.ckpt", f"data.val_ann={tmp_path / 'val.json'}",
+                        "data.size=null", f"data.min_size={SIZE}", f"data.max_size={SIZE}",
+                        "data.resize=rcnn", "data.size_divisible=32", "data.num_workers=0",
+                        data="neon_trees")
     expected = one_class_stats(ids, torchvision_detections(model, images[:len(ids)]))
     assert metrics["val/mAP"] == pytest.approx(expected["mAP"], abs=1e-7)
     assert metrics["val/AR_100"] == pytest.approx(expected["AR_100"], abs=1e-7) and expected["AR_100"] > 0

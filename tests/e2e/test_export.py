@@ -162,26 +162,24 @@ def test_no_candidates_gives_empty_padded_rows(retinanet, tmp_path):
     assert meta["model"]["postprocess"]["score_thresh"] == 0.999
 
 
-def test_export_command_config(retinanet, tiny_cfg, tmp_path):
+def test_export_command_options(retinanet, tmp_path):
+    from retina.cli import parse_command
     from retina.export.__main__ import run_export
 
     out = tmp_path / "cli" / "tiny.pt"
-    cfg = tiny_cfg(f"ckpt_path={retinanet[0]}", "format=torchscript", f"out={out}",
-                   "max_det=7", name="export")
-    assert run_export(cfg) == out
+    opts, _ = parse_command("export", [f"model={retinanet[0]}", "format=torchscript",
+                                       f"out={out}", "max_det=7"])
+    assert run_export(opts) == out
     images = torch.randint(0, 256, (1, 3, 128, 128), dtype=torch.uint8)
     predictor = retina.load(out)
     assert predictor.meta.graph_input_size == [160, 160] and predictor.meta.size == 160
     assert predictor.meta.model["postprocess"]["max_det"] == 7
     assert len(predictor(images)[0]["boxes"]) == 7  # many pass the 0.005 threshold: capped
     # out without a suffix: the format's is added, so that retina.load reads the file
-    cfg = tiny_cfg(f"ckpt_path={retinanet[0]}", "format=torchscript",
-                   f"out={tmp_path / 'model_ts'}", name="export")
-    assert run_export(cfg) == tmp_path / "model_ts.pt"
+    opts, _ = parse_command("export", [f"model={retinanet[0]}", "format=torchscript",
+                                       f"out={tmp_path / 'model_ts'}"])
+    assert run_export(opts) == tmp_path / "model_ts.pt"
     assert len(retina.load(tmp_path / "model_ts.pt")(images)[0]["boxes"]) > 0
-    for name in ("parity", "speed"):
-        cfg = tiny_cfg("ckpt_path=x.ckpt", name=name)
-        assert Path(cfg.get("ann") or cfg.image).exists()
 
 
 # ---------------------------------------------------------------- bad files
@@ -226,6 +224,7 @@ def test_bad_files_give_errors_naming_them(exported, tmp_path, capsys):
     # the command line reports the same message and exits with 2
     assert predict_main([f"model={tmp_path / 'cut.onnx'}", f"images={VAL_IMAGES}",
                          f"out={tmp_path / 'out'}", "progress=false"]) == 2
+    assert not (tmp_path / "out").exists()  # nothing written for a model that does not load
     assert "cut.onnx is not a loadable ONNX model" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # a wrong option: before any file is read
         predict_main(["model=x.onnx", "images=y", "out=z", "batchsize=2"])
@@ -259,7 +258,7 @@ def test_predict_writes_coco_results_and_skips_non_images(fmt, exported, image_d
                                                           caplog):
     out = tmp_path / "pred"
     cfg = parse([f"model={exported[fmt]}", f"images={image_dir}", f"out={out}", "draw=true",
-                 "batch_size=3", "progress=false", "draw_thresh=0.0"])
+                 "batch_size=3", "progress=false", "conf=0.005", "draw_conf=0.005"])
     with caplog.at_level(logging.WARNING, logger="retina.predict"):
         summary = predict(cfg)
     warned = " ".join(r.getMessage() for r in caplog.records)
@@ -290,7 +289,7 @@ def test_predict_writes_coco_results_and_skips_non_images(fmt, exported, image_d
 def test_predict_takes_image_ids_from_coco_file(retinanet, exported, tmp_path):
     out = tmp_path / "pred"
     predict(parse([f"model={exported['torchscript']}", f"images={VAL_IMAGES}/*.png",
-                   f"out={out}", f"ann={VAL_ANN}", "progress=false"]))
+                   f"out={out}", f"ann={VAL_ANN}", "progress=false", "conf=0.005"]))
     coco = load_coco(VAL_ANN)
     mapping = json.loads((out / "images.json").read_text())
     assert mapping == {im["file_name"]: i for i, im in coco.imgs.items()}

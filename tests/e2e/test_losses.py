@@ -9,7 +9,8 @@ import pytest
 from retina.export.meta import meta_from_checkpoint
 from retina.training.checkpoint import load_checkpoint
 from retina.training.config import ROOT
-from retina.training.run import evaluate, train
+from retina.training.run import train
+from tests.helpers import evaluated
 
 
 def test_fast_dev_run_gfl(tiny_cfg):
@@ -39,7 +40,7 @@ def test_each_loss_trains_a_fast_dev_run_with_an_image_without_boxes(tiny_cfg, t
     assert math.isfinite(metrics["val/mAP"]) and metrics["val/AR_100"] > 0  # it detects
 
 
-def test_softmax_checkpoint_is_evaluated_but_not_exported(tiny_cfg, tmp_path):
+def test_softmax_checkpoint_is_evaluated_and_exported(tiny_cfg, tmp_path):
     cfg = tiny_cfg("experiment=neon_retinanet", "loss=ohem", "trainer.max_epochs=1",
                    "trainer.limit_train_batches=1", "trainer.check_val_every_n_epoch=1",
                    "callbacks.lr_monitor=null",
@@ -48,9 +49,8 @@ def test_softmax_checkpoint_is_evaluated_but_not_exported(tiny_cfg, tmp_path):
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     ckpt = load_checkpoint(path)
     assert ckpt["state_dict"]["detector.head.cls_pred.bias"].numel() == 3 * 2  # A (K + 1)
-    with pytest.raises(ValueError, match="softmax loss"):
-        meta_from_checkpoint(ckpt, path)
-    metrics = evaluate(tiny_cfg(f"ckpt_path={path}", "accelerator=cpu", name="eval"))
+    assert meta_from_checkpoint(ckpt, path).num_classes == 1  # exports like any (infer/)
+    metrics = evaluated(path)
     assert metrics["val/AR_100"] > 0  # the softmax's foreground probabilities became detections
     for key in ("val/mAP", "val/mAP_50", "val/AR_100"):  # the rebuilt model is the trained one
         assert metrics[key] == pytest.approx(trained[key], abs=1e-9), key

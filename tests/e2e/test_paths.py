@@ -18,8 +18,8 @@ from retina.infer.predictor import from_checkpoint
 from retina.predict import main as predict_main
 from retina.training.coco_eval import coco_evaluate, to_coco_results
 from retina.training.config import ROOT
-from retina.training.run import evaluate, train
-from tests.helpers import TRAINED, TRAINED_SIZE
+from retina.training.run import train
+from tests.helpers import TRAINED, TRAINED_SIZE, evaluated
 
 NEON = ROOT / "data" / "neon_trees"
 VAL_ANN, VAL_IMAGES = NEON / "annotations" / "val.json", NEON / "val"
@@ -45,13 +45,12 @@ def test_eval_on_other_data_in_the_coco_layout(trained_retinanet, tiny_cfg, tmp_
     shutil.copy(ann, ann.with_name("instances_train2017.json"))
     for split in ("val2017", "train2017"):
         (tmp_path / "coco" / split).symlink_to(VAL_IMAGES)
-    metrics = evaluate(tiny_cfg(f"ckpt_path={trained_retinanet.ckpt}", "accelerator=cpu",
-                                "data=coco", f"data.root={tmp_path / 'coco'}",
-                                f"data.size={TRAINED_SIZE}", "data.min_size=null",
-                                "data.max_size=null", "data.num_workers=0",
-                                # padded as in training (NEON: 32; data=coco's default is 128,
-                                # and more zero padding changes the coarse levels' outputs)
-                                "data.size_divisible=32", name="eval"))
+    metrics = evaluated(trained_retinanet.ckpt, f"data.root={tmp_path / 'coco'}",
+                        f"data.size={TRAINED_SIZE}", "data.min_size=null",
+                        "data.max_size=null", "data.num_workers=0",
+                        # padded as in training (NEON: 32; data=coco's default is 128,
+                        # and more zero padding changes the coarse levels' outputs)
+                        "data.size_divisible=32", data="coco")
     # the same numbers through the predictor and pycocotools directly
     predictor = from_checkpoint(trained_retinanet.ckpt)
     predictor.fold_bn = False  # validation's unfolded network: the same numbers to the bit
@@ -106,7 +105,7 @@ def test_load_reads_checkpoints_and_torchscript_under_both_suffixes(trained_gfl,
 def test_predict_one_file(trained_retinanet, tmp_path, capsys):
     image = sorted(VAL_IMAGES.glob("*.png"))[0]
     code = predict_main([f"model={trained_retinanet.ckpt}", f"images={image}",
-                         f"out={tmp_path / 'out'}", "progress=false"])
+                         f"out={tmp_path / 'out'}", "progress=false", "conf=0.005"])
     assert code == 0
     assert json.loads((tmp_path / "out" / "images.json").read_text()) == {image.name: 1}
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -116,11 +115,10 @@ def test_predict_one_file(trained_retinanet, tmp_path, capsys):
 
 def test_measuring_commands_run(trained_retinanet, tmp_path):
     ckpt = trained_retinanet.ckpt
-    parity = command("retina.infer.parity", f"ckpt_path={ckpt}", "max_images=2",
-                     "num_random=0", f"paths.log_dir={tmp_path}")
+    parity = command("retina.infer.parity", f"model={ckpt}", "max_images=2", "num_random=0")
     assert "onnx runtime" in parity.stdout and "yes" in parity.stdout
-    speed = command("retina.infer.speed", f"ckpt_path={ckpt}", f"tile={TRAINED_SIZE}",
-                    "repeats=1", "warmup=0", f"paths.log_dir={tmp_path}")
+    speed = command("retina.infer.speed", f"model={ckpt}", f"tile={TRAINED_SIZE}",
+                    "repeats=1", "warmup=0")
     assert "torchscript" in speed.stdout and "ms" in speed.stdout
     weights = command("retina.model.offline_weights")
     assert Path(weights.stdout.strip().splitlines()[-1]).is_file()

@@ -44,8 +44,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def evaluated(gfl, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("eval") / "report"
-    done = run("retina.eval", f"ckpt_path={gfl[0]}", "accelerator=cpu", f"out={out}", REPORT,
-               f"paths.log_dir={out.parent}")
+    done = run("retina.eval", f"model={gfl[0]}", "device=cpu", f"out={out}", REPORT)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 

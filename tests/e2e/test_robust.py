@@ -138,7 +138,7 @@ def test_ddp_validation_equals_one_process(tmp_path, val_subset):
     # the report of best.ckpt: in one process; after DDP the log says how to write it
     assert (tmp_path / "one" / "report" / "metrics.json").is_file()
     assert not (tmp_path / "two" / "report").exists()
-    assert "retina eval ckpt_path=" in (tmp_path / "two" / "train.log").read_text()
+    assert "retina eval model=" in (tmp_path / "two" / "train.log").read_text()
 
 
 @pytest.mark.slow

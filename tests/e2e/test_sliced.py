@@ -68,7 +68,7 @@ def test_geotiff_to_geojson_round_trips_to_pixel_boxes(exported, tmp_path):
     tif = deepforest_data_dir() / "OSBS_029.tif"
     out = tmp_path / "pred"
     predict(parse([f"model={exported['safetensors']}", f"images={tif}", f"out={out}",
-                   "tile=160", "progress=false"]))
+                   "tile=160", "progress=false", "conf=0.005"]))
     geo = json.loads((out / "geojson" / "OSBS_029.geojson").read_text())
     results = json.loads((out / "results.json").read_text())
     assert geo["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32617"
@@ -91,7 +91,7 @@ def test_predict_command_slices_a_png_and_draws_it(exported, tmp_path):
     out = tmp_path / "pred"
     summary = predict(parse([f"model={exported['onnx']}", f"images={deepforest_data_dir() / YELL}",
                              f"out={out}", "tile=320", "merge=fusion", "draw=true",
-                             "progress=false"]))
+                             "progress=false", "conf=0.005"]))
     assert summary["images"] == 1 and summary["detections"] > 100
     assert not (out / "geojson").exists()  # a PNG has no georeference
     assert Image.open(out / "drawn" / YELL).size == (1249, 1035)

@@ -12,8 +12,8 @@ import torch
 from retina.training.checkpoint import load_checkpoint
 from retina.training.config import ROOT
 from retina.training.module import DetectionModule
-from retina.training.run import evaluate, train
-from tests.helpers import TINY, TRAINED
+from retina.training.run import train
+from tests.helpers import TINY, TRAINED, evaluated
 
 SHORT = [
     "trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks.lr_monitor=null",
@@ -42,7 +42,7 @@ def test_resume_and_eval_reproduce_training(tiny_cfg, tmp_path, monkeypatch):
     assert (tmp_path / "run" / "training.png").stat().st_size > 10_000  # loss + mAP curves
 
     # eval on the checkpoint gives the numbers written at the end of training
-    metrics = evaluate(tiny_cfg(f"ckpt_path={ckpt}", "accelerator=cpu", name="eval"))
+    metrics = evaluated(ckpt)
     assert first["val/AR_100"] > 0
     for key in ("val/mAP", "val/mAP_50", "val/AR_100"):
         assert metrics[key] == pytest.approx(first[key], abs=1e-9), key
@@ -91,15 +91,18 @@ def test_command_line_train_then_eval(tmp_path):
     assert report["mAP"] == pytest.approx(metrics["val/mAP"], abs=1e-12)
     assert (tmp_path / "run" / "report" / "errors.md").is_file()
     ev = subprocess.run(
-        [sys.executable, "-m", "retina.eval", f"ckpt_path={tmp_path / 'run/checkpoints/best.ckpt'}",
-         "accelerator=cpu", f"paths.log_dir={tmp_path}"],
+        [sys.executable, "-m", "retina.eval", f"model={tmp_path / 'run/checkpoints/best.ckpt'}",
+         "device=cpu", f"out={tmp_path / 'eval'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert "Average Precision  (AP) @[ IoU=0.50:0.95" in ev.stdout + ev.stderr
-    (eval_dir,) = (tmp_path / "eval").iterdir()  # the run directory is the report's folder
-    assert json.loads((eval_dir / "metrics.json").read_text())["mAP"] == pytest.approx(
-        metrics["val/mAP"], abs=1e-12)
+    evaluated_metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluated_metrics["mAP"] == pytest.approx(metrics["val/mAP"], abs=1e-12)
+    # each numbers file says which weights it describes
+    assert evaluated_metrics["source"]["checkpoint"].endswith("best.ckpt")
+    assert report["source"]["epoch"] == evaluated_metrics["source"]["epoch"] == 1
+    assert "checkpoints/last.ckpt (epoch 1" in metrics["weights"]
 
 
 def test_a_run_cut_by_max_steps_validates_the_weights_it_saves_and_says_so(tiny_cfg, tmp_path):
@@ -113,7 +116,7 @@ def test_a_run_cut_by_max_steps_validates_the_weights_it_saves_and_says_so(tiny_
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert load_checkpoint(ckpt)["global_step"] == 3
-    again = evaluate(tiny_cfg(f"ckpt_path={ckpt}", "accelerator=cpu", name="eval"))
+    again = evaluated(ckpt)
     for key in ("val/mAP", "val/mAP_50", "val/AR_100"):
         assert again[key] == pytest.approx(metrics[key], abs=1e-9), key
 

@@ -56,6 +56,8 @@ def test_predict_without_a_model_names_the_key(tmp_path, capsys):
 
 
 def test_predict_with_a_missing_model_file_names_it(tmp_path, capsys):
-    code = predict_main([f"model={tmp_path / 'gone.onnx'}", f"images={tmp_path}",
-                         f"out={tmp_path / 'out'}"])
-    assert code == 2 and "gone.onnx" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        predict_main([f"model={tmp_path / 'gone.onnx'}", f"images={tmp_path}",
+                      f"out={tmp_path / 'out'}"])
+    assert exit_info.value.code == 2 and "gone.onnx: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
