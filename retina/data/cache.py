@@ -71,7 +71,8 @@ def decoded_sizes(
 ) -> list[tuple[int, int] | Exception]:
     """Decode each image once: ``(width, height)`` of each path, or the exception its decoding
     raised. Images that decoded before, unchanged since (`file_stamp`), come from
-    ``cache_file`` (None: no cache); those that decode now are added to it.
+    ``cache_file`` (None: no cache); those that decode now are added to it when every image
+    decodes.
 
     Args:
         paths: Existing image files.
@@ -99,7 +100,9 @@ def decoded_sizes(
     if decoded:
         log.info("decoded %d of %d images to check them (%.1f s)%s", decoded, len(paths),
                  time.perf_counter() - start, f"; cached in {cache_file}" if cache_file else "")
-    if cache_file is not None and decoded:
+    # a set with a bad image is decoded again next time: a run stops at it (unless skip_bad),
+    # and a failed run writes nothing into the working folder
+    if cache_file is not None and decoded and not any(isinstance(r, Exception) for r in results):
         try:
             write_json(cache_file, {"version": DECODE_CACHE_VERSION, "images": cached})
         except OSError as err:  # a cache only saves time: a read-only folder is no error

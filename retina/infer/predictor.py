@@ -96,14 +96,6 @@ class Predictor(SlicedPrediction):
             self._network = fold_batchnorm(self.detector) if self.fold_bn else self.detector
         return self._network
 
-    @property
-    def class_names(self) -> list[str]:
-        return self.meta.class_names
-
-    @property
-    def cat_ids(self) -> list[int]:
-        return self.meta.cat_ids
-
     def set_postprocess(self, **settings: float | None) -> Predictor:
         """Override ``score_thresh`` / ``nms_thresh`` / ``topk`` / ``max_det`` in the
         postprocess and the metadata (None keeps the current value)."""

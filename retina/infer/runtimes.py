@@ -86,14 +86,6 @@ class GraphPredictor(SlicedPrediction):
             out.append({k: v[:n] for k, v in det.items()})
         return out
 
-    @property
-    def class_names(self) -> list[str]:
-        return self.meta.class_names
-
-    @property
-    def cat_ids(self) -> list[int]:
-        return self.meta.cat_ids
-
     def _run_same_size(self, images: list[Tensor]) -> Detections:
         """Images of one size -> detections in their pixels."""
         out = self.run(torch.stack(images))  # (B, D, ...) padded

@@ -95,7 +95,16 @@ def predict_scene(
 
 
 class SlicedPrediction:
-    """``predict_large`` for a predictor (a ``__call__`` on images and an ``ExportMeta``)."""
+    """What every predictor shares: ``predict_large``, and the classes of its ``meta`` (an
+    ``ExportMeta``; the predictor is a ``__call__`` on images)."""
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.meta.class_names
+
+    @property
+    def cat_ids(self) -> list[int]:
+        return self.meta.cat_ids
 
     def predict_large(
         self, scene: str | Path | Tensor | Scene, tile: int | None = None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -305,3 +307,34 @@ def test_speed_reports_each_runtime(retinanet):
     assert [r["runtime"] for r in rows] == ["eager pytorch", "torchscript", "onnx runtime"]
     assert all(r["median_ms"] >= r["min_ms"] > 0 for r in rows) and rows[0]["ratio"] == 1
     assert "onnx runtime" in speed_table(rows)
+
+
+def test_predict_keeps_what_conf_max_det_and_classes_ask_for(retinanet, tmp_path, capsys):
+    def results(*options: str) -> list[dict]:
+        out = tmp_path / "_".join(o.replace("=", "-").strip("[]") for o in options)
+        assert predict_main([f"model={retinanet[0]}", f"images={VAL_IMAGES}", f"out={out}",
+                             "progress=false", *options]) == 0
+        return json.loads((out / "results.json").read_text())
+
+    every = results("conf=0.005")
+    assert len(every) > 100
+    scores = sorted(r["score"] for r in every)
+    cut = scores[len(scores) // 2]  # the median score
+    assert [r for r in every if r["score"] >= cut] == results(f"conf={cut}")
+    capped = results("conf=0.005", "max_det=3")
+    for image in {r["image_id"] for r in every}:
+        best = [r for r in every if r["image_id"] == image][:3]  # sorted by score per image
+        assert [r for r in capped if r["image_id"] == image] == best
+    assert results("conf=0.005", "classes=[Tree]") == every == results("conf=0.005", "classes=[1]")
+    assert predict_main([f"model={retinanet[0]}", f"images={VAL_IMAGES}",
+                         f"out={tmp_path / 'cars'}", "classes=[Car]"]) == 2
+    assert "classes: 'Car' is not a class of this model; its classes: Tree (or their ids 1)" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "cars").exists()
+    # the example, as typed
+    run = subprocess.run([sys.executable, "-m", "retina", "predict", f"model={retinanet[0]}",
+                          f"images={VAL_IMAGES}", f"out={tmp_path / 'typed'}", "conf=0.3",
+                          "max_det=50", "classes=[Tree]", "progress=false"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert all(r["score"] >= 0.3 for r in json.loads((tmp_path / "typed/results.json").read_text()))

@@ -96,3 +96,16 @@ def test_a_bad_results_file_is_one_line_naming_the_entry(evaluated, tmp_path):
     assert done.stderr.strip().splitlines()[-1] == (
         f"error: {bad} entry 3: unknown image_id 12345 (not an image of the annotation file)")
     assert "Traceback" not in done.stderr and "pycocotools" not in done.stderr
+
+
+def test_eval_scores_more_detections_per_image_when_asked(trained_retinanet, tmp_path):
+    retinanet_ckpt = trained_retinanet.ckpt
+    out = tmp_path / "scene"
+    done = run("retina.eval", f"model={retinanet_ckpt}", "device=cpu", f"out={out}",
+               "max_det=300")
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["max_dets"] == 300 and metrics["num_detections"] > 100 * metrics["num_images"]
+    assert metrics["AR_300"] >= metrics["AR_100"] and metrics["AR_300"] > 0
+    assert {"mAP_300", "mAP_50_300"} <= set(metrics)
+    assert metrics["source"]["checkpoint"] == str(retinanet_ckpt)

@@ -3,6 +3,7 @@ resume, and the same from the command line."""
 
 import copy
 import json
+import os
 import subprocess
 import sys
 
@@ -139,3 +140,48 @@ def test_the_progress_bar_counts_epochs_and_estimates_the_run(tiny_cfg, tmp_path
     assert "Epoch 2/2" in bar and "eta=" in bar
     # 6 steps; measured over steps 2-4 (the first also pays for start-up), 2 left
     assert "expected duration" in caplog.text and "for 2 steps at" in caplog.text
+
+
+def test_early_stopping_ends_the_run_and_says_so(tiny_cfg, tmp_path, caplog):
+    # min_delta 1: no validation after the first counts as an improvement of val/mAP, so
+    # patience 1 stops the run at the second validation, epoch 2 of 6
+    with caplog.at_level("WARNING", logger="retina.training.run"):
+        metrics = train(tiny_cfg("experiment=neon_retinanet", *TRAINED, "trainer.max_epochs=6",
+                                 "early_stop.patience=1", "early_stop.min_delta=1.0"))
+    assert (metrics["epoch"], metrics["epochs_planned"]) == (2, 6)
+    assert metrics["stopped_early"] is True and metrics["stop_reason"] == "early_stop"
+    assert "EARLY STOPPING after 2 of 6 planned epochs: val/mAP did not improve" in caplog.text
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["stop_reason"] == (
+        "early_stop")
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["epoch"] == 1  # 0-based
+    # without a patience the same recipe runs to its end
+    assert train(tiny_cfg("experiment=neon_retinanet", *TRAINED))["stop_reason"] == "recipe"
+
+
+def test_a_run_that_fails_on_a_bad_image_is_one_line_and_leaves_nothing(tmp_path):
+    # a COCO set whose one image is cut in half: found when the data is set up
+    from tests.helpers import truncate
+
+    data = tmp_path / "mydata"
+    (data / "images").mkdir(parents=True)
+    tile = sorted((ROOT / "data/neon_trees/val").glob("*.png"))[0]
+    (data / "images" / "a.png").write_bytes(tile.read_bytes())
+    truncate(data / "images" / "a.png")
+    coco = {"images": [{"id": 1, "file_name": "a.png", "height": 400, "width": 400}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 40],
+                             "area": 1600, "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "Tree"}]}
+    (data / "ann.json").write_text(json.dumps(coco))
+    work = tmp_path / "work"
+    work.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-m", "retina", "train", "data=coco", f"data.train_ann={data / 'ann.json'}",
+         f"data.train_images={data / 'images'}", f"data.val_ann={data / 'ann.json'}",
+         f"data.val_images={data / 'images'}", "trainer.max_epochs=1", "model.detector.backbone.weights=null", "data.num_workers=0"],
+        cwd=work, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 2, run.stderr[-2000:]
+    errors = [ln for ln in run.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "a.png" in errors[0], run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    assert list(work.iterdir()) == []  # no outputs/ folder, no data/cache
