@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
+import glob
 import logging
 import os
 import re
@@ -30,6 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from retina import options
 from retina.compat import REMOVED_IN
+from retina.schema import model_file_problem
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 CONF_PKG = "pkg://retina.conf"  # the same folder, as Hydra finds it from an installed package
@@ -673,9 +675,11 @@ def field_type(schema: type, name: str) -> type:
     return str
 
 
-def check_rules(cfg: Any, schema: type, example: str) -> None:
-    """Each value keeps its option's rules (choices, range, an existing file), or one line."""
-    for name, rule in options.rules_of(schema).items():
+def check_rules(cfg: Any, schema: type, example: str, given: Iterable[str] = ()) -> None:
+    """Each value keeps its option's rules (choices, range, an existing file), or one line; the
+    ``given`` options first (a mistake typed is named before a default's problem)."""
+    rules = options.rules_of(schema)
+    for name, rule in sorted(rules.items(), key=lambda item: item[0] not in set(given)):
         value = getattr(cfg, name)
         if value is not None and not OmegaConf.is_missing(cfg, name):
             check_value(name, value, rule, example)
@@ -710,13 +714,32 @@ def check_value(name: str, value: Any, rule: options.Rules, example: str | None)
                 f"at most {shown_number(high)}")
         fail(f"{given}: must be {bounds}", example)
     if rule.exists:
-        path = Path(str(value))
-        kind = {"file": path.is_file(), "dir": path.is_dir(), "path": path.exists()}
-        if not kind[rule.exists]:
-            what = {"file": "file", "dir": "folder", "path": "file or folder"}[rule.exists]
-            other = " (it is a folder)" if rule.exists == "file" and path.is_dir() else (
-                " (it is a file)" if rule.exists == "dir" and path.is_file() else "")
-            fail(f"{given}: no such {what}{other}", example)
+        problem = path_problem(str(value), rule)
+        if problem:
+            fail(f"{given}: {problem}", example)
+
+
+def path_problem(value: str, rule: options.Rules) -> str | None:
+    """What is wrong with the file or folder an option names (see ``Rules.exists``)."""
+    path = Path(value)
+    if rule.exists == "model":
+        return model_file_problem(path, rule.model_kinds)
+    if rule.exists == "glob":
+        return None if path.exists() or glob.glob(value, recursive=True) else (
+            "no such file or folder, and no file matches")
+    ok = {"file": path.is_file(), "dir": path.is_dir(), "path": path.exists(),
+          "json": path.is_file()}[rule.exists]
+    if not ok:
+        what = {"file": "file", "dir": "folder", "path": "file or folder", "json": "file"}
+        other = " (it is a folder)" if rule.exists in ("file", "json") and path.is_dir() else (
+            " (it is a file)" if rule.exists == "dir" and path.is_file() else "")
+        return f"no such {what[rule.exists]}{other}"
+    if rule.exists == "json":
+        with path.open("rb") as f:
+            start = f.read(4096).lstrip()[:1]
+        if start not in (b"{", b"["):
+            return "not a JSON file"
+    return None
 
 
 def split_prefixed(argv: list[str], prefixes: tuple[str, ...]) -> tuple[list[str], list[str]]:
@@ -751,7 +774,7 @@ def parse_options(schema: type[T], argv: list[str], example: str) -> T:
     missing = sorted(OmegaConf.missing_keys(cfg), key=known.index)
     if missing:
         fail(f"missing {', '.join(k + '=...' for k in missing)}", example)
-    check_rules(cfg, schema, example)
+    check_rules(cfg, schema, example, [a.split("=", 1)[0] for a in argv])
     return OmegaConf.to_object(cfg)
 
 

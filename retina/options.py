@@ -32,7 +32,10 @@ class Rules:
         low: the smallest value allowed (inclusive).
         high: the largest value allowed (inclusive).
         above: values must be greater than this.
-        exists: ``file``, ``dir`` or ``path`` (either): the value names something that exists.
+        exists: ``file``, ``dir`` or ``path`` (either): the value names something that exists;
+            ``json``: a file that starts like JSON; ``glob``: a file, a folder or a pattern that
+            matches files; ``model``: a model file that looks like one (``model_kinds`` of
+            ``retina.schema.KIND_OF_SUFFIX``; checked without loading it).
         pattern: a regular expression the whole value matches (``choices`` written as one).
         aliases: old names of the option, still accepted with a one-line note.
         metavar: how ``--help`` shows a required value (``FILE``, ``DIR``).
@@ -44,6 +47,7 @@ class Rules:
     high: float | None = None
     above: float | None = None
     exists: str | None = None
+    model_kinds: tuple[str, ...] | None = None
     pattern: str | None = None
     aliases: tuple[str, ...] = ()
     metavar: str | None = None
@@ -75,8 +79,9 @@ def default_of(schema: type, name: str) -> Any:
 MODEL_HELP = "the model file: a checkpoint (.ckpt) or an export (.safetensors/.json, .pt, .onnx)"
 
 
-def model(help: str = MODEL_HELP) -> Any:
-    return opt(MISSING, help, exists="file", aliases=("ckpt_path",), metavar="FILE")
+def model(help: str = MODEL_HELP, kinds: tuple[str, ...] | None = None) -> Any:
+    return opt(MISSING, help, exists="model", model_kinds=kinds, aliases=("ckpt_path",),
+               metavar="FILE")
 
 
 def out(default: Any, help: str) -> Any:
@@ -90,7 +95,7 @@ def device() -> Any:
 
 
 def conf(default: float | None) -> Any:
-    return opt(default, "score threshold of the results: detections scoring lower are dropped"
+    return opt(default, "score threshold of the results: detections scoring above it are kept"
                + (" (null: the model's own)" if default is None else ""),
                low=0.0, high=1.0, aliases=("score_thresh",))
 
@@ -117,7 +122,7 @@ class PredictOptions:
 
     model: str = model()
     images: str = opt(MISSING, "a folder (every file in it), a glob pattern ('photos/*.jpg') or "
-                      "one file", metavar="PATH")
+                      "one file", exists="glob", metavar="PATH")
     out: str = out(MISSING, "output folder: results.json, images.json, drawn/, geojson/")
     conf: float = conf(0.25)
     iou: float | None = iou()
@@ -129,7 +134,7 @@ class PredictOptions:
                                   low=0.0, high=1.0, aliases=("draw_thresh",))
     batch_size: int = opt(4, "images per network call (sliced: windows)", low=1)
     ann: str | None = opt(None, "take the image ids from this COCO file (by file name)",
-                          exists="file")
+                          exists="json")
     tile: int | None = opt(None, "large images: N-px windows at native scale, merged across "
                            "seams (null: each image resized to the model input)", low=16)
     overlap: float = opt(0.25, "sliced: fraction of a window shared with each neighbour",
@@ -143,7 +148,7 @@ class PredictOptions:
 class EvalOptions:
     """``retina eval``: validate a checkpoint and write the evaluation report."""
 
-    model: str = model("the checkpoint (.ckpt) of retina train")
+    model: str = model("the checkpoint (.ckpt) of retina train", ("checkpoint",))
     data: str | None = opt(None, "the data to evaluate on: a data config (coco, voc, yolo, "
                            "neon_trees) with its data.KEY=VALUE keys; null: the checkpoint's "
                            "own data (data.KEY=VALUE alone changes it, e.g. data.root=DIR)")
@@ -158,7 +163,7 @@ class EvalOptions:
 class ExportOptions:
     """``retina export``: a checkpoint as safetensors, TorchScript or ONNX."""
 
-    model: str = model("the checkpoint (.ckpt) of retina train")
+    model: str = model("the checkpoint (.ckpt) of retina train", ("checkpoint",))
     format: str = opt("onnx", "safetensors (weights + JSON, eager PyTorch), torchscript or onnx "
                       "(one graph: uint8 images in, padded detections out)",
                       choices=("safetensors", "torchscript", "onnx"))
@@ -176,9 +181,9 @@ class ExportOptions:
 class ParityOptions:
     """``retina parity``: eager PyTorch against its exports on the same images."""
 
-    model: str = model("the checkpoint (.ckpt) of retina train")
+    model: str = model("the checkpoint (.ckpt) of retina train", ("checkpoint",))
     ann: str = opt("data/neon_trees/annotations/val.json", "COCO annotations of the images to "
-                   "compare on", exists="file")
+                   "compare on", exists="json")
     images: str = opt("data/neon_trees/val", "their image folder", exists="dir")
     out: str | None = out(None, "keep the exports in this folder (null: a temporary one)")
     max_images: int | None = opt(None, "only the first N images of ann (null: all)", low=1)
@@ -191,7 +196,7 @@ class ParityOptions:
 class ExportSpeedOptions:
     """``retina export-speed``: milliseconds per tile of each runtime."""
 
-    model: str = model("the checkpoint (.ckpt) of retina train")
+    model: str = model("the checkpoint (.ckpt) of retina train", ("checkpoint",))
     tile: int = opt(400, "tile side in pixels (batch 1)", low=16)
     image: str | None = opt("data/neon_trees/val/OSBS_029_x0000_y0000.png", "crop the tile from "
                             "this image (null: smooth random pixels)", exists="file")
@@ -206,10 +211,10 @@ class ExportSpeedOptions:
 class ReportOptions:
     """``retina report``: the evaluation report of a COCO results file, no model."""
 
-    ann: str = opt(MISSING, "COCO annotation file, the ground truth", exists="file",
+    ann: str = opt(MISSING, "COCO annotation file, the ground truth", exists="json",
                    metavar="FILE")
     results: str = opt(MISSING, "COCO results: [{image_id, category_id, bbox: [x, y, w, h], "
-                       "score}] (retina predict writes one)", exists="file", metavar="FILE")
+                       "score}] (retina predict writes one)", exists="json", metavar="FILE")
     out: str = out(MISSING, "the report folder")
     images: str | None = opt(None, "folder of the annotation file's file_names: draws the worst "
                              "images", exists="dir")
@@ -225,7 +230,7 @@ class TileOptions:
     root: str | None = opt(None, "voc / yolo: the dataset root", exists="dir")
     split: str | None = opt(None, "voc: ImageSets/Main/<split>.txt (null: every XML); yolo: "
                             "required")
-    ann: str | None = opt(None, "coco: the annotation file", exists="file")
+    ann: str | None = opt(None, "coco: the annotation file", exists="json")
     images: str | None = opt(None, "coco: the image folder (file_name is relative to it)",
                              exists="dir")
     tile: int = opt(400, "window side in pixels", low=16)

@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import copy
 import importlib.metadata
+import json
+import zipfile
+from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 3
@@ -100,6 +103,13 @@ RENAMED_IN_VERSION_2 = {
 }
 _NAME_OF_TARGET = {target: name for name, target in REGISTRY.items()}
 
+# The model files retina.load reads, by suffix, and as what.
+KIND_OF_SUFFIX = {
+    ".json": "safetensors", ".safetensors": "safetensors", ".pt": "torchscript",
+    ".ts": "torchscript", ".torchscript": "torchscript", ".onnx": "onnx", ".ckpt": "checkpoint",
+}
+MARKER = "retina-detector"  # the ``format`` of every export's metadata (the JSON sidecar)
+
 
 class SchemaError(ValueError):
     """A saved config this code cannot read (unknown name or version); the message says which."""
@@ -111,6 +121,36 @@ def package_version() -> str:
         return importlib.metadata.version(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+def model_file_problem(path: str | Path, kinds: tuple[str, ...] | None = None) -> str | None:
+    """What is wrong with a model file, found without loading it (the standard library only:
+    the command line asks before torch is imported), or None.
+
+    A suffix of :data:`KIND_OF_SUFFIX` (of ``kinds``, if given); a checkpoint or TorchScript
+    file is a zip archive (PyTorch's format); a JSON sidecar is JSON with the retina marker.
+    """
+    path = Path(path)
+    kind = KIND_OF_SUFFIX.get(path.suffix.lower())
+    allowed = {s: k for s, k in KIND_OF_SUFFIX.items() if kinds is None or k in kinds}
+    if kind not in allowed.values():
+        names = {"checkpoint": "a training checkpoint", "safetensors": "a safetensors export",
+                 "torchscript": "a TorchScript export", "onnx": "an ONNX export"}
+        wanted = " or ".join(dict.fromkeys(names[k] for k in allowed.values()))
+        what = f"{names[kind]}, not {wanted}" if kind else "not a model file"
+        return f"{what}; expected {', '.join(allowed)}"
+    if not path.is_file():
+        return "no such file" + (" (it is a folder)" if path.is_dir() else "")
+    if kind in ("checkpoint", "torchscript") and not zipfile.is_zipfile(path):
+        return f"not a readable {kind} (PyTorch's files are zip archives): cut short or another file"
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            return f"not JSON ({err})"
+        if not isinstance(data, dict) or data.get("format") != MARKER:
+            return f"not retina export metadata (no format {MARKER!r})"
+    return None
 
 
 def _map_nodes(node: Any, fn) -> Any:

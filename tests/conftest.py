@@ -35,6 +35,18 @@ def tiny_cfg(tmp_path):
     return make
 
 
+@pytest.fixture(scope="session")
+def looks_like_checkpoint(tmp_path_factory) -> Path:
+    """A ``.ckpt`` file that passes the command line's look at a model file (a zip archive, as
+    PyTorch writes), for checks of the other options; loading it would fail."""
+    import zipfile
+
+    path = tmp_path_factory.mktemp("model") / "model.ckpt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", b"")
+    return path
+
+
 # ---------------------------------------------------------------- trained tiny models
 
 

@@ -15,7 +15,7 @@ from retina.training.config import ROOT
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 NEON = ROOT / "data" / "neon_trees"
 # what stands for a file or folder a reader has (a checkpoint, their images) -> one here
-SOME_FILE = {"ann": NEON / "annotations" / "val.json", "results": None}
+SOME_JSON = NEON / "annotations" / "val.json"
 SOME_DIR = NEON / "val"
 
 
@@ -82,7 +82,8 @@ def as_here(cmd: DocCommand, model: Path, tmp: Path) -> list[str]:
         if eq and key in model_file and not Path(value).exists():
             arg = f"{key}={model}"
         elif eq and rule is not None and rule.exists and not Path(value).exists():
-            arg = f"{key}={SOME_FILE.get(key) or (SOME_DIR if rule.exists == 'dir' else model)}"
+            stand_in = {"dir": SOME_DIR, "glob": SOME_DIR, "json": SOME_JSON}.get(rule.exists, model)
+            arg = f"{key}={stand_in}"
         elif eq and key in ("out", "draw") and value not in ("true", "false"):
             arg = f"{key}={tmp / Path(value).name}"
         out.append(arg)
@@ -96,13 +97,13 @@ def completed(name: str, argv: list[str], model: Path, tmp: Path) -> list[str]:
     ``data=coco`` training the data's paths."""
     given = {a.split("=", 1)[0] for a in argv}
     if name == "train":
-        coco = {"data.train_ann": SOME_FILE["ann"], "data.val_ann": SOME_FILE["ann"],
+        coco = {"data.train_ann": SOME_JSON, "data.val_ann": SOME_JSON,
                 "data.train_images": SOME_DIR, "data.val_images": SOME_DIR}
         return [f"{k}={v}" for k, v in coco.items() if k not in given] if "data=coco" in argv else []
     schema = cli.COMMANDS[name].options
     if schema is None:
         return []
-    fill = {"model": model, "images": SOME_DIR, "out": tmp / "out", "ann": SOME_FILE["ann"],
-            "results": model, "format": "coco"}
+    fill = {"model": model, "images": SOME_DIR, "out": tmp / "out", "ann": SOME_JSON,
+            "results": SOME_JSON, "format": "coco"}
     required = [k for k in options.rules_of(schema) if options.default_of(schema, k) == "???"]
     return [f"{k}={fill[k]}" for k in required if k not in given]

@@ -157,8 +157,9 @@ def test_a_missing_option_is_one_line(name, capsys):
     (["parity", "model=MODEL", "ann=nothere.json"], ["ann=nothere.json: no such file"]),
     (["tile", "format=voc", "out=o", "root=TESTS"], ["root=", "no such folder (it is a file)"]),
 ])
-def test_a_bad_option_is_one_line_before_anything_runs(argv, words, capsys):
-    model = str(ROOT / "tests" / "fixtures" / "legacy" / "v1_gfl.json")  # some existing file
+def test_a_bad_option_is_one_line_before_anything_runs(argv, words, capsys,
+                                                       looks_like_checkpoint):
+    model = str(looks_like_checkpoint)
     argv = [a.replace("MODEL", model).replace("TESTS", str(ROOT / "tests" / "__init__.py"))
             for a in argv]
     main = importlib.import_module(cli.COMMANDS[argv[0]].module).main
@@ -166,8 +167,8 @@ def test_a_bad_option_is_one_line_before_anything_runs(argv, words, capsys):
     one_line_error(capsys, *words)
 
 
-def test_old_option_names_still_work_with_a_note(capsys):
-    model = str(ROOT / "tests" / "fixtures" / "legacy" / "v1_gfl.json")
+def test_old_option_names_still_work_with_a_note(capsys, looks_like_checkpoint):
+    model = str(looks_like_checkpoint)
     opts, _ = cli.parse_command("export", [f"ckpt_path={model}", "score_thresh=0.3",
                                            "nms_thresh=0.4"])
     assert (opts.model, opts.conf, opts.iou) == (model, 0.3, 0.4)
@@ -176,8 +177,8 @@ def test_old_option_names_still_work_with_a_note(capsys):
     assert "note: score_thresh= is now conf=" in err and "note: nms_thresh= is now iou=" in err
 
 
-def test_eval_passes_data_and_report_keys_on(tmp_path):
-    opts, prefixed = cli.parse_command("eval", [f"model={ROOT / 'README.md'}", "data=coco",
+def test_eval_passes_data_and_report_keys_on(looks_like_checkpoint):
+    opts, prefixed = cli.parse_command("eval", [f"model={looks_like_checkpoint}", "data=coco",
                                                 "data.val_ann=a.json", "+data.root=r",
                                                 "report.score_thresh=0.5", "device=cpu"])
     assert opts.data == "coco" and opts.device == "cpu"

@@ -14,7 +14,6 @@ from retina.training.config import ROOT
 from tests.doc_commands import PAGES, DocCommand, as_here, code_lines, commands
 
 DOCUMENTED = commands()
-ANY_FILE = ROOT / "tests" / "fixtures" / "legacy" / "v1_gfl.json"  # exists: enough for a check
 
 
 def check(name: str, argv: list[str]) -> None:
@@ -53,22 +52,24 @@ def test_the_pages_show_commands_of_every_kind():
 
 
 @pytest.mark.parametrize("cmd", DOCUMENTED, ids=str)
-def test_every_documented_command_passes_its_check(cmd: DocCommand, tmp_path, capsys):
+def test_every_documented_command_passes_its_check(cmd: DocCommand, tmp_path, capsys,
+                                                  looks_like_checkpoint):
     if cmd.name in ("--help", "--version"):
         return
     assert cmd.name in cli.COMMANDS, f"{cmd}: no command {cmd.name}"
-    argv = [cmd.name, *as_here(cmd, ANY_FILE, tmp_path)]
+    argv = [cmd.name, *as_here(cmd, looks_like_checkpoint, tmp_path)]
     try:
         check(cmd.name, argv[1:])
     except SystemExit:
         pytest.fail(f"{cmd}\n{capsys.readouterr().err}")
 
 
-def test_a_wrong_key_in_a_page_would_fail():
+def test_a_wrong_key_in_a_page_would_fail(looks_like_checkpoint):
     # the check is not a formality: a misspelt key, a bad value, a missing file each fail
+    model = looks_like_checkpoint
     for argv in (["train", "loss.gama=2"], ["train", "loss.gamma=2"],
-                 ["predict", f"model={ANY_FILE}", "images=.", "out=o", "conff=0.3"],
-                 ["export", f"model={ANY_FILE}", "format=tflite"]):
+                 ["predict", f"model={model}", "images=.", "out=o", "conff=0.3"],
+                 ["export", f"model={model}", "format=tflite"], ["eval", "model=m.onnx"]):
         with pytest.raises(SystemExit):
             check(argv[0], argv[1:])
 

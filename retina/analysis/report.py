@@ -160,7 +160,10 @@ def report_from_checkpoint(ckpt_path: str | Path, out: str | Path, data: DictCon
     scored per image, None: the model's own)."""
     module, datamodule, _ = evaluate_checkpoint(ckpt_path, data, accelerator, devices, max_det)
     ckpt = load_checkpoint(ckpt_path)
-    source = {"checkpoint": str(ckpt_path), "epoch": ckpt.get("epoch"),
+    # Lightning stores the 0-based index of the epoch that saved it: epochs trained, as in
+    # the run's metrics.json
+    epoch = ckpt.get("epoch")
+    source = {"checkpoint": str(ckpt_path), "epoch": None if epoch is None else epoch + 1,
               "global_step": ckpt.get("global_step"), "data": str(datamodule.val_ann)}
     return write_report(load_coco(datamodule.val_ann), module.last_results, out,
                         module.last_image_ids, datamodule.val_images,

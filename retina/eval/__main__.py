@@ -13,9 +13,8 @@ from retina.options import EvalOptions
 
 
 def task(opts: EvalOptions, prefixed: list[str]) -> None:
-    from retina.analysis.report import report_from_checkpoint
-
     data, report = compose_evaluation(opts.data, prefixed, f"retina eval model={opts.model} ...")
+    from retina.analysis.report import report_from_checkpoint  # after the checks: torch
     out = opts.out or Path("outputs", "eval", datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
     accelerator, devices = lightning_device(opts.device)
     report_from_checkpoint(opts.model, out, data, accelerator, devices=devices,

@@ -13,9 +13,8 @@ from retina.options import ReportOptions
 
 
 def task(opts: ReportOptions, prefixed: list[str]) -> None:
-    from retina.analysis.report import report_from_files
-
     _, report = compose_evaluation(None, prefixed, "retina report ann=val.json ...")
+    from retina.analysis.report import report_from_files  # after the checks: torch
     report_from_files(opts.ann, opts.results, opts.out, opts.images, **report)
 
 

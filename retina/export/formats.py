@@ -25,6 +25,7 @@ from retina.export.meta import ExportMeta
 from retina.model.detector import Detector
 from retina.model.fuse import fold_batchnorm
 from retina.ops.postprocess import Postprocess
+from retina.schema import KIND_OF_SUFFIX
 
 
 class Exportable(Protocol):
@@ -38,11 +39,6 @@ class Exportable(Protocol):
 
 FORMATS = ("safetensors", "torchscript", "onnx")
 SUFFIXES = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx"}
-# The suffixes retina.load reads, and as what.
-KIND_OF_SUFFIX = {
-    ".json": "safetensors", ".safetensors": "safetensors", ".pt": "torchscript",
-    ".ts": "torchscript", ".torchscript": "torchscript", ".onnx": "onnx", ".ckpt": "checkpoint",
-}
 META_FILE = "retina.json"  # TorchScript extra file / ONNX metadata key "retina"
 OUTPUT_NAMES = ("boxes", "scores", "labels", "num_dets", "spread")
 MIN_OPSET = 18  # Resize with antialias

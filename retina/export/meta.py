@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from retina.data.collate import SIZE_DIVISIBLE
 from retina.schema import (
+    MARKER,
     READS_VERSIONS,
     SCHEMA_VERSION,
     load_model_config,
@@ -24,7 +25,6 @@ from retina.schema import (
 )
 from retina.training.checkpoint import run_config
 
-MARKER = "retina-detector"  # the ``format`` value of every sidecar
 # The format versions are retina.schema's: 3, ``model`` names classes by registered names; 2,
 # by import paths; 1, the first layout (``anchors`` beside the detector, the coder in the
 # postprocess). Every version is read (``model`` as today's Hydra config).

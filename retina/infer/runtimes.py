@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from retina.export.formats import KIND_OF_SUFFIX, META_FILE, OUTPUT_NAMES, sha256, sidecar_path
+from retina.export.formats import META_FILE, OUTPUT_NAMES, sha256, sidecar_path
 from retina.export.meta import ExportMeta
 from retina.infer.predictor import (
     Detections,
@@ -27,6 +27,7 @@ from retina.infer.predictor import (
 )
 from retina.infer.sliced import SlicedPrediction
 from retina.ops.levels import scale_to_original
+from retina.schema import KIND_OF_SUFFIX
 
 RunGraph = Callable[[Tensor], dict[str, Tensor]]  # uint8 (B, 3, H, W) -> padded outputs
 
@@ -81,7 +82,7 @@ class GraphPredictor(SlicedPrediction):
             return dets
         out = []
         for det in dets:
-            keep = det["scores"] >= (self.score_thresh or 0.0)  # sorted: a prefix
+            keep = det["scores"] > (self.score_thresh or -1.0)  # as the postprocess; a prefix
             n = min(int(keep.sum()), self.max_det or len(keep))
             out.append({k: v[:n] for k, v in det.items()})
         return out

@@ -26,7 +26,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from retina.cli import parse_options, print_usage, split_positional, wants_help
+from retina.cli import fail, parse_options, print_usage, split_positional, wants_help
 from retina.options import SweepReportOptions
 from retina.sweeps.job import FAILED, JOB_FILE, OK, direction
 from retina.sweeps.plot import plot_sweep, short
@@ -208,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     example = "retina sweep-report outputs/train_multirun/<date> metric=val/mAP_50"
     (sweep_dir,), rest = split_positional(args, 1, "the multirun directory", example)
     opts = parse_options(SweepReportOptions, rest, example)
-    files = summarize(sweep_dir, opts.metric, False if opts.minimize else None)
+    try:
+        files = summarize(sweep_dir, opts.metric, False if opts.minimize else None)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
     print(files["md"].read_text())
     print("\n".join(str(p) for p in files.values()))
     return 0

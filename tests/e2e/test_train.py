@@ -102,7 +102,7 @@ def test_command_line_train_then_eval(tmp_path):
     assert evaluated_metrics["mAP"] == pytest.approx(metrics["val/mAP"], abs=1e-12)
     # each numbers file says which weights it describes
     assert evaluated_metrics["source"]["checkpoint"].endswith("best.ckpt")
-    assert report["source"]["epoch"] == evaluated_metrics["source"]["epoch"] == 1
+    assert report["source"]["epoch"] == evaluated_metrics["source"]["epoch"] == metrics["epoch"] == 1
     assert "checkpoints/last.ckpt (epoch 1" in metrics["weights"]
 
 
