@@ -161,6 +161,25 @@ def eval_transforms(
     return v2.Compose(_resize(size, min_size, max_size, resize) + _finish())
 
 
+def network_input_size(
+    size: int | None = None, min_size: int | None = None, max_size: int | None = None,
+    size_divisible: int = 1,
+) -> tuple[int, int] | None:
+    """(H, W) of the padded network input of a typical training image: ``size`` x ``size``, or
+    a landscape image at short side ``min_size`` and long side ``max_size`` (``min_size``
+    without one), rounded up to multiples of ``size_divisible``; None when the resize keeps
+    each image's size (no typical input)."""
+    if size is not None:
+        hw = (size, size)
+    elif min_size is not None:
+        hw = (min_size, max_size or min_size)
+    elif max_size is not None:
+        hw = (max_size, max_size)
+    else:
+        return None
+    return tuple(-(-side // size_divisible) * size_divisible for side in hw)
+
+
 def image_transforms(
     size: int | None = None, min_size: int | None = None, max_size: int | None = None,
     resize: str = "antialias",

@@ -9,10 +9,13 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from retina.data.collate import SIZE_DIVISIBLE
+from retina.data.transforms import network_input_size
 from retina.training.atomic_io import with_atomic_checkpoint_io
 from retina.training.checkpoint import (
     load_checkpoint,
@@ -48,9 +51,19 @@ def build(cfg: DictConfig):
         cat_ids=datamodule.cat_ids,
         run_config=run_config_json(cfg),
     )
+    module.example_input_array = example_input(cfg.data)
     skip = bool(OmegaConf.select(cfg, "train.skip_nonfinite", default=False))
     module.nonfinite = NonFiniteGuard(skip, Path(cfg.paths.output_dir) / "nonfinite")
     return datamodule, module
+
+
+def example_input(data: DictConfig) -> torch.Tensor | None:
+    """A (1, 3, H, W) batch at the training input size of ``data``
+    (:func:`retina.data.transforms.network_input_size`): Lightning's model summary runs it to
+    count each layer's FLOPs. None when the data keeps each image's size."""
+    hw = network_input_size(data.get("size"), data.get("min_size"), data.get("max_size"),
+                            data.get("size_divisible") or SIZE_DIVISIBLE)
+    return None if hw is None else torch.zeros(1, 3, *hw)
 
 
 def val_metrics(trainer: L.Trainer, module) -> dict[str, float]:
