@@ -1,6 +1,7 @@
 """Train and validate: ``retina train [overrides]`` (``python -m retina.train``; see
 conf/train.yaml), then write the evaluation report of the best checkpoint into
-``<run>/report`` (``~report``: none)."""
+``<run>/report`` (``~report``: none). Without ``experiment=``, the recipe follows the data
+(``retina.conf.with_recipe``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from omegaconf import DictConfig
 
 from retina.analysis.report import report_training_run
 from retina.cli import hydra_command
+from retina.conf import with_recipe
 from retina.sweeps.job import run_job
 from retina.training.run import train
 
@@ -25,7 +27,12 @@ def task(cfg: DictConfig) -> float | None:
     return run_job(cfg, train_and_report)
 
 
-main = hydra_command("train", task)
+_main = hydra_command("train", task)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _main(with_recipe(sys.argv[1:] if argv is None else list(argv)))
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -67,7 +67,9 @@ def _resize(
         return [RCNNResize(min_size, max_size)]
     if size is not None:
         if min_size is not None or max_size is not None:
-            raise ValueError("give either size or min_size/max_size, not both")
+            raise ValueError(f"give either size or min_size/max_size, not both (size {size}, "
+                             f"min_size/max_size {min_size}/{max_size}; a square input: "
+                             f"data.size={size} data.min_size=null data.max_size=null)")
         return [v2.Resize((size, size))]
     if min_size is not None or max_size is not None:
         return [v2.Resize(min_size, max_size=max_size)]

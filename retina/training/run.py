@@ -10,10 +10,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from retina.conf import describe_recipe
 from retina.data.collate import SIZE_DIVISIBLE
 from retina.data.transforms import network_input_size
 from retina.training.atomic_io import with_atomic_checkpoint_io
@@ -57,6 +59,12 @@ def build(cfg: DictConfig):
     return datamodule, module
 
 
+def recipe_line() -> str:
+    """Which recipe this run has, why, and how to choose the other (its log's first line)."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return describe_recipe(choices.get("experiment"), choices.get("data"))
+
+
 def example_input(data: DictConfig) -> torch.Tensor | None:
     """A (1, 3, H, W) batch at the training input size of ``data``
     (:func:`retina.data.transforms.network_input_size`): Lightning's model summary runs it to
@@ -88,6 +96,7 @@ def run_extent(trainer: L.Trainer) -> dict:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, validate, write ``metrics.json`` into the run directory and return the metrics."""
+    log.info("%s", recipe_line())
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     loggers = build_loggers(cfg.get("logger"))  # first: a missing package stops it at once
