@@ -238,12 +238,34 @@ options:
 example:
   retina sweep-report outputs/train_multirun/<date> metric=val/mAP_50"""
 
+CHECK = """\
+usage: retina check [data=...] [experiment=...] [key=value ...]      (Hydra overrides)
+
+The dataset doctor, before training: counts per split and class, images without boxes,
+duplicate files, boxes outside or degenerate; box sizes at the training input against the
+anchors; the recall ceiling (the share of boxes the assigner can ever make positive) per class
+and size; and changes that lift it, each measured. Writes check.json and check.png
+(outputs/check/<date>/). Takes retina train's options: the same recipe, anchors and input.
+
+options:
+  data=neon_trees|coco|voc|yolo ...    the data, as for retina train
+  model.detector.anchors.anchor_scale=X data.size=PX ...   the settings to check
+  check.out=DIR  check.max_images=1000 (null: all)  check.duplicates=false  check.suggest=false
+
+examples:
+  retina check                       NEON with the default recipe
+  retina check data=voc data.root=my_voc"""
+
 COMMANDS: dict[str, Command] = {
     "train": Command("retina.train", "train and validate a detector, then write its report",
                      TRAIN, "retina train data=coco data.train_ann=train.json ...",
                      config="train", filled=("model.detector.head.num_classes",),
                      hints={"model.init_from": "converted/tv_v1/model.ckpt",
                             "data.root": "DIR"}),
+    "check": Command("retina.check", "the dataset doctor: counts, box sizes against the "
+                     "anchors, the recall ceiling", CHECK, "retina check data=voc data.root=DIR",
+                     config="check", filled=("model.detector.head.num_classes",),
+                     hints={"data.root": "DIR"}),
     "eval": Command("retina.eval.__main__", "validate a checkpoint and write the evaluation report",
                     EVAL, f"retina eval ckpt_path={CKPT}", config="eval",
                     hints={"ckpt_path": CKPT}),

@@ -23,6 +23,7 @@ import math
 
 import torch
 from torch import Tensor
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
@@ -161,6 +162,23 @@ def eval_transforms(
         The composed transform.
     """
     return v2.Compose(_resize(size, min_size, max_size, resize) + _finish())
+
+
+def resized_size(
+    height: int, width: int, size: int | None = None, min_size: int | None = None,
+    max_size: int | None = None, resize: str = "antialias",
+) -> tuple[int, int]:
+    """(h, w) of a ``height`` x ``width`` image after the resize of :func:`eval_transforms`
+    (the same transform run on a box that covers the image: no pixels)."""
+    ops = _resize(size, min_size, max_size, resize)
+    if not ops:
+        return height, width
+    if isinstance(ops[0], RCNNResize):
+        h, w = ops[0].output_size(height, width)
+        return h, w
+    whole = tv_tensors.BoundingBoxes([[0, 0, width, height]], format="XYXY",
+                                     canvas_size=(height, width))
+    return tuple(ops[0](whole).canvas_size)
 
 
 def network_input_size(

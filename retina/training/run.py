@@ -19,6 +19,7 @@ from retina.conf import describe_recipe
 from retina.data.collate import SIZE_DIVISIBLE
 from retina.data.transforms import network_input_size
 from retina.training.atomic_io import with_atomic_checkpoint_io
+from retina.training.check import WARN_BELOW, Geometry, setup_line
 from retina.training.checkpoint import (
     load_checkpoint,
     module_from_checkpoint,
@@ -65,6 +66,18 @@ def recipe_line() -> str:
     return describe_recipe(choices.get("experiment"), choices.get("data"))
 
 
+def check_anchors(cfg: DictConfig, datamodule, module) -> float:
+    """The set-up part of ``retina check``: the recall ceiling of (up to 200) training images
+    with the model's anchors and its criterion's assigner, one log line; a warning below
+    :data:`retina.training.check.WARN_BELOW`. Returns the ceiling."""
+    if datamodule.train_dataset is None:
+        return 1.0
+    value, line = setup_line(datamodule.train_dataset, module.detector.anchors,
+                             module.criterion.assigner, Geometry.of(cfg.data))
+    log.log(logging.WARNING if value < WARN_BELOW else logging.INFO, "%s", line)
+    return value
+
+
 def example_input(data: DictConfig) -> torch.Tensor | None:
     """A (1, 3, H, W) batch at the training input size of ``data``
     (:func:`retina.data.transforms.network_input_size`): Lightning's model summary runs it to
@@ -103,6 +116,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg.paths.output_dir,
                         Path(cfg.paths.log_dir, cfg.task_name))
     datamodule, module = build(cfg)
+    check_anchors(cfg, datamodule, module)
     if ckpt:
         check_resume(ckpt, cfg, force=bool(OmegaConf.select(cfg, "resume.force", default=False)))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
