@@ -177,6 +177,15 @@ class Reach:
         self.anchors = anchors
         self.assigner = rule_only(assigner)
         self.size_divisible = size_divisible
+        self._recent: dict[tuple, list[Tensor]] = {}  # the anchors of a few map sizes
+
+    def level_anchors(self, shapes: list[tuple[int, int]]) -> list[Tensor]:
+        key = tuple(shapes)
+        if key not in self._recent:
+            if len(self._recent) >= 16:
+                self._recent.clear()
+            self._recent[key] = level_anchors(self.anchors, shapes)
+        return self._recent[key]
 
     def measure(self, images: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]],
                 of_images: int) -> Ceiling:
@@ -187,7 +196,7 @@ class Reach:
             wh = boxes[:, 2:] - boxes[:, :2]
             vanished = (wh < 1).any(axis=1)  # training's SanitizeBoundingBoxes drops them
             shapes = level_shapes(*hw, self.size_divisible, self.anchors.levels)
-            match = match_boxes(self.assigner, level_anchors(self.anchors, shapes),
+            match = match_boxes(self.assigner, self.level_anchors(shapes),
                                 torch.from_numpy(boxes[~vanished]).float())
             n = len(boxes)
             positive, best_iou = np.zeros(n, bool), np.zeros(n, np.float32)

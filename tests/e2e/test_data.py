@@ -121,6 +121,9 @@ def test_fast_dev_run_on_voc(voc_root: Path, tmp_path: Path, caplog):
     first = caplog.records[0].getMessage()  # the run's first line: the recipe, why, the other
     assert first.startswith("recipe: photo (experiment=photo), the default for data=voc")
     assert first.endswith("for aerial images or tiles: experiment=aerial")
+    ceiling = [r.getMessage() for r in caplog.records if r.name == "retina.training.run"
+               and r.getMessage().startswith("recall ceiling ")]  # the set-up check
+    assert len(ceiling) == 1 and "(3 training images, input shorter side 128 px" in ceiling[0]
     assert {"val/mAP", "val/mAP_50", "val/AR_100"} <= set(metrics)
     assert len(list((tmp_path / "cache").glob("voc_all_*.json"))) == 1
 
