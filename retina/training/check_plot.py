@@ -52,10 +52,10 @@ def plot_check(report: dict, ceilings: dict[str, Ceiling], out: str | Path) -> P
             ax.axvline(side, color="black", lw=1.2 if k == 0 else 0.6, ls="-" if k == 0 else "--")
         ax.text(level["sides_px"][0], 1.0, level["level"], transform=ax.get_xaxis_transform(),
                 ha="center", va="bottom", fontsize=9)
-    ax.set(xlabel="box side sqrt(w h) at the input, px (lines: anchor sides)",
+    ax.set(xlabel="box side sqrt(w h) at the input, px (lines: the anchors' sides)",
            ylabel="training boxes")
     ax.set_title("box sizes and anchor sizes", pad=16)
-    ax.legend(frameon=False, fontsize=9)
+    ax.legend(loc="upper right", fontsize=9, framealpha=1)
 
     ax = axes[1]  # best IoU
     ious = train.best_iou[~train.vanished]
@@ -92,16 +92,15 @@ def plot_check(report: dict, ceilings: dict[str, Ceiling], out: str | Path) -> P
     for name, split in report["splits"].items():
         c = split["ceiling"]
         rows += [f"{name}: {split['images']} images, {split['annotations']} annotations",
-                 f"   {split['without_boxes']} without boxes, {split['degenerate']} degenerate, "
-                 f"{split['outside']} outside, {split['crowd']} crowd",
-                 f"   ceiling {c['ceiling']:.3f} ({c['positive']}/{c['boxes']} boxes, "
-                 f"{c['images_measured']} images)",
-                 f"   box side median {c['box_side_px']['median']} px "
-                 f"({c['box_side_px']['min']}-{c['box_side_px']['max']})"]
+                 f"  without boxes {split['without_boxes']}, crowd {split['crowd']}",
+                 f"  degenerate {split['degenerate']}, outside {split['outside']}",
+                 f"  ceiling {c['ceiling']:.3f} ({c['positive']}/{c['boxes']} boxes)",
+                 f"  box side median {c['box_side_px']['median']} px",
+                 f"    ({c['box_side_px']['min']}-{c['box_side_px']['max']} px)"]
     if "duplicates" in report:
         rows.append(f"duplicate files: {len(report['duplicates'])} groups")
     rows += ["", "anchors (side px):"]
-    rows += [f"   {a['level']} stride {a['stride']}: "
+    rows += [f"  {a['level']} stride {a['stride']}: "
              + ", ".join(f"{s:g}" for s in a["sides_px"]) for a in report["anchors"]]
     ax.text(0, 1, "\n".join(rows), va="top", family="monospace", fontsize=9,
             transform=ax.transAxes)
