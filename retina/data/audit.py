@@ -113,6 +113,14 @@ def duplicate_files(paths: list[Path]) -> list[list[Path]]:
     return [group for group in groups.values() if len(group) > 1]
 
 
+def evenly_spaced(n: int, limit: int | None) -> np.ndarray:
+    """Indices of ``limit`` of ``n`` items, evenly spaced, first and last included (all of
+    them when ``limit`` is None or not smaller than ``n``)."""
+    if limit is None or n <= limit:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
+
+
 @dataclass
 class InputBoxes:
     """A dataset's training boxes at the training input size, image by image.
@@ -148,9 +156,7 @@ def boxes_at_input(dataset: CocoDetection, size: int | None = None, min_size: in
         max_images: Measure at most this many images, evenly spaced (None: all).
     """
     n = len(dataset)
-    images = np.arange(n)
-    if max_images is not None and n > max_images:
-        images = np.unique(np.linspace(0, n - 1, max_images).round().astype(np.int64))
+    images = evenly_spaced(n, max_images)
     sizes = dataset.sizes  # (N, 2) (H, W)
     out_hw: dict[tuple[int, int], tuple[int, int]] = {}
     input_hw = np.zeros((n, 2), np.int64)

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from retina.assign.ceiling import match_boxes, rule_only
-from retina.data.audit import boxes_at_input, count_split, duplicate_files
+from retina.data.audit import boxes_at_input, count_split, duplicate_files, evenly_spaced
 from retina.data.coco import CocoDetection
 from retina.data.collate import SIZE_DIVISIBLE
 from retina.data.tile import crop_boxes, windows
@@ -230,9 +230,10 @@ def tile_boxes(dataset: CocoDetection, geometry: Geometry, tile: int, max_tiles:
                ) -> list[tuple[np.ndarray, np.ndarray, tuple[int, int]]]:
     """What ``retina tile ... tile=TILE`` would make of the dataset, at the input size: per
     tile its boxes (those with ``min_visible`` of their area inside, clipped), resized as
-    the data config resizes a tile (:mod:`retina.data.tile`)."""
+    the data config resizes a tile (:mod:`retina.data.tile`); the tiles of up to
+    ``max_tiles`` images (evenly spaced), then up to ``max_tiles`` of those tiles."""
     out = []
-    for i in range(len(dataset)):
+    for i in evenly_spaced(len(dataset), max_tiles):
         h, w = (int(v) for v in dataset.sizes[i])
         boxes = dataset._boxes[dataset._offsets[i]:dataset._offsets[i + 1]]
         labels = dataset._labels[dataset._offsets[i]:dataset._offsets[i + 1]]
@@ -245,10 +246,7 @@ def tile_boxes(dataset: CocoDetection, geometry: Geometry, tile: int, max_tiles:
                                   geometry.resize)
             scale = np.array([rw / tw, rh / th] * 2)
             out.append(((clipped * scale).astype(np.float32), labels[kept], (rh, rw)))
-    if max_tiles is not None and len(out) > max_tiles:
-        keep = np.unique(np.linspace(0, len(out) - 1, max_tiles).round().astype(int))
-        out = [out[k] for k in keep]
-    return out
+    return [out[k] for k in evenly_spaced(len(out), max_tiles)]
 
 
 def measure_split(dataset: CocoDetection, anchors: AnchorGenerator, assigner,
@@ -343,8 +341,9 @@ def suggest(cfg: DictConfig, dataset: CocoDetection, anchors: AnchorGenerator, a
 # ---------------------------------------------------------------- retina check
 
 
-def check_data(cfg: DictConfig) -> dict:
-    """Everything ``retina check`` reports, as the dict written to ``check.json``."""
+def check_data(cfg: DictConfig) -> tuple[dict, dict[str, Ceiling]]:
+    """Everything ``retina check`` reports: the dict written to ``check.json``, and the
+    :class:`Ceiling` of each split (box by box, for the figure)."""
     from retina.training.run import recipe_line
 
     opts = cfg.get("check") or {}
@@ -358,6 +357,7 @@ def check_data(cfg: DictConfig) -> dict:
     anchors = instantiate(cfg.model.detector.anchors)
     assigner = instantiate(cfg.loss.assigner)
     names = datamodule.class_names
+    ceilings: dict[str, Ceiling] = {}
     report: dict = {"recipe": recipe_line(),
                     "input": {"geometry": geometry.describe(), **geometry.__dict__},
                     "anchors": describe_anchors(anchors), "anchor_ratios": list(anchors.ratios),
@@ -366,9 +366,8 @@ def check_data(cfg: DictConfig) -> dict:
         counts = count_split(name, dataset.ann_file).to_dict()
         counts["skipped_bad"] = dataset.report.skipped
         counts["skipped_examples"] = dataset.report.errors
-        ceiling = measure_split(dataset, anchors, assigner, geometry, max_images)
-        report["splits"][name] = {**counts, "ceiling": ceiling.to_dict(names)}
-        report["splits"][name]["_ceiling"] = ceiling  # for the figure; not written
+        ceilings[name] = measure_split(dataset, anchors, assigner, geometry, max_images)
+        report["splits"][name] = {**counts, "ceiling": ceilings[name].to_dict(names)}
     if opts.get("duplicates", True):
         files = [ds.image_dir / f for ds in splits.values() for f in ds.file_names]
         groups = duplicate_files(files)
@@ -377,12 +376,12 @@ def check_data(cfg: DictConfig) -> dict:
         report["duplicates_across_splits"] = sum(
             1 for g in groups if any(p in train_files for p in g)
             and any(p not in train_files for p in g))
-    base = report["splits"]["train"]["_ceiling"].value
+    base = ceilings["train"].value
     report["ceiling"] = round(base, 4)
     report["suggestions"] = (suggest(cfg, splits["train"], anchors, assigner, geometry, base,
                                      max_images) if opts.get("suggest", True) else [])
     report["warnings"] = warnings_of(report)
-    return report
+    return report, ceilings
 
 
 def warnings_of(report: dict) -> list[str]:
@@ -459,10 +458,9 @@ def run_check(cfg: DictConfig) -> dict:
     ``check.out`` (default: the run directory); returns the report."""
     from retina.training.check_plot import plot_check
 
-    report = check_data(cfg)
+    report, ceilings = check_data(cfg)
     out = Path(OmegaConf.select(cfg, "check.out") or cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ceilings = {name: split.pop("_ceiling") for name, split in report["splits"].items()}
     (out / "check.json").write_text(json.dumps(report, indent=2))
     plot_check(report, ceilings, out / "check.png")
     print(summary(report))

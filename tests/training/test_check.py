@@ -33,7 +33,7 @@ QUICK = ["check.duplicates=false", "check.suggest=false"]
 
 def check(tmp_path: Path, *overrides: str) -> dict:
     cfg = compose_run(["data.num_workers=0", *overrides], tmp_path / "run", name="check")
-    return check_data(cfg)
+    return check_data(cfg)[0]
 
 
 def test_level_shapes_are_the_maps_of_the_padded_input():
@@ -56,6 +56,7 @@ def test_neon_counts_are_the_annotation_files_and_the_default_reaches_its_boxes(
     assert report["assigner"].startswith("ATSSAssigner")  # the default: GFL
 
 
+@pytest.mark.slow  # two checks of 9 anchors per location
 def test_torchvision_anchors_reach_fewer_neon_boxes(tmp_path):
     # RetinaNet's MaxIoU rule (IoU >= 0.5): our small square anchors against torchvision's
     ours = check(tmp_path / "ours", "experiment=neon_retinanet", *QUICK)
