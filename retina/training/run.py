@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from retina.conf import describe_recipe
@@ -32,6 +32,7 @@ from retina.training.loggers import build_loggers, finish_loggers
 from retina.training.nonfinite import NonFiniteGuard
 from retina.training.plots import plot_training
 from retina.training.resume import check_resume, resolve_ckpt
+from retina.training.summary import FlopsSummary
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a bar then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if cfg.trainer.get("enable_model_summary") is not False and not any(
+            isinstance(c, ModelSummary) for c in callbacks):
+        callbacks.append(FlopsSummary())  # parameters and FLOPs at the training input size
     plugins = cfg.trainer.get("plugins")
     plugins = instantiate(plugins, _convert_="all") if OmegaConf.is_config(plugins) else plugins
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,

@@ -66,3 +66,15 @@ def test_the_model_summary_counts_flops_at_the_training_input_size(tiny_cfg):
         module.eval()(torch.zeros(1, 3, 160, 160))
     assert summary.total_flops == counter.get_total_flops() > 10**7
     assert "Total Flops" in str(summary) and summary.flop_counts["detector"]
+
+
+def test_the_run_summary_leaves_out_the_size_columns(caplog):
+    from retina.training.summary import FlopsSummary
+
+    data = [(" ", ["0"]), ("Name", ["detector"]), ("Params", ["9.1 M"]), ("FLOPs", ["18.3 B"]),
+            ("In sizes", ["[1, 3, 448, 448]"]), ("Out sizes", ["[[[1, 1, 56, 56], ...]]"])]
+    with caplog.at_level("INFO"):
+        FlopsSummary.summarize(data, 9_100_000, 9_000_000, 36.5, {"train": 1, "eval": 0},
+                               total_flops=18_300_000_000)
+    table = caplog.text
+    assert "FLOPs" in table and "18.3 B    Total Flops" in table and "In sizes" not in table
