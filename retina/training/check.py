@@ -412,6 +412,11 @@ def warnings_of(report: dict) -> list[str]:
     return out
 
 
+def side_range(lo: float, hi: float | None) -> str:
+    """``16-32 px``, or ``512+ px`` without an upper end."""
+    return f"{lo}-{hi} px" if hi is not None else f"{lo}+ px"
+
+
 def summary(report: dict) -> str:
     """The report as text (what ``retina check`` prints)."""
     lines = [report["recipe"], f"input: {report['input']['geometry']}",
@@ -432,8 +437,8 @@ def summary(report: dict) -> str:
             f"{c['box_side_px']['min']}-{c['box_side_px']['max']} px, median "
             f"{c['box_side_px']['median']}",
             "  by size: " + ", ".join(
-                f"{lo}-{hi or ''} px {s['ceiling']:.2f} ({s['boxes']})"
-                for s in c["per_size"] for lo, hi in [s["side_px"]]),
+                f"{side_range(*s['side_px'])} {s['ceiling']:.2f} ({s['boxes']})"
+                for s in c["per_size"]),
         ]
         if len(c["per_class"]) > 1:
             worst = sorted(c["per_class"].items(), key=lambda kv: kv[1]["ceiling"])[:5]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure  # off-screen: no pyplot, no global backend
 
-from retina.training.check import IOU_EDGES, WARN_BELOW, Ceiling
+from retina.training.check import IOU_EDGES, WARN_BELOW, Ceiling, side_range
 
 REACHED, MISSED = "#4c72b0", "#dd8452"
 
@@ -69,7 +69,7 @@ def plot_check(report: dict, ceilings: dict[str, Ceiling], out: str | Path) -> P
 
     ax = axes[2]  # per size
     per_size = report["splits"]["train"]["ceiling"]["per_size"]
-    _bars(ax, [f"{a}-{b or ''} px" for a, b in (s["side_px"] for s in per_size)],
+    _bars(ax, [side_range(*s["side_px"]) for s in per_size],
           [s["ceiling"] for s in per_size], [s["boxes"] for s in per_size],
           "by box side at the input (boxes)")
 
