@@ -34,6 +34,7 @@ from retina.data.collate import SIZE_DIVISIBLE
 from retina.data.tile import crop_boxes, windows
 from retina.data.transforms import resized_size
 from retina.model.anchors import AnchorGenerator, grid_anchors
+from retina.training.config import recipe_line
 
 log = logging.getLogger(__name__)
 
@@ -344,8 +345,6 @@ def suggest(cfg: DictConfig, dataset: CocoDetection, anchors: AnchorGenerator, a
 def check_data(cfg: DictConfig) -> tuple[dict, dict[str, Ceiling]]:
     """Everything ``retina check`` reports: the dict written to ``check.json``, and the
     :class:`Ceiling` of each split (box by box, for the figure)."""
-    from retina.training.run import recipe_line
-
     opts = cfg.get("check") or {}
     max_images = opts.get("max_images")
     data = OmegaConf.merge(cfg.data, {"num_workers": 0, "skip_bad": True})  # count, not stop

@@ -12,7 +12,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from retina.cli import CONF_DIR
-from retina.conf import with_recipe
+from retina.conf import describe_recipe, with_recipe
 
 RECIPE_COMMANDS = ("train", "check")  # the commands whose recipe follows the data
 # the checkout's top folder (for the tests: an installed package has no such folder)
@@ -38,6 +38,13 @@ def compose_run(overrides: list[str], output_dir: str | Path, name: str = "train
         cfg.hydra.job.num = 0
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+def recipe_line() -> str:
+    """Which recipe this run has, why, and how to choose the other (its log's first line),
+    from the group choices of the current Hydra run."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return describe_recipe(choices.get("experiment"), choices.get("data"))
 
 
 def check_required(cfg: DictConfig) -> None:

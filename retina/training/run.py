@@ -10,12 +10,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from retina.conf import describe_recipe
 from retina.data.collate import SIZE_DIVISIBLE
 from retina.data.transforms import network_input_size
 from retina.training.atomic_io import with_atomic_checkpoint_io
@@ -26,7 +24,7 @@ from retina.training.checkpoint import (
     run_config,
     run_config_json,
 )
-from retina.training.config import check_required, derive
+from retina.training.config import check_required, derive, recipe_line
 from retina.training.cpu_budget import apply_cpu_budget
 from retina.training.loggers import build_loggers, finish_loggers
 from retina.training.nonfinite import NonFiniteGuard
@@ -59,12 +57,6 @@ def build(cfg: DictConfig):
     skip = bool(OmegaConf.select(cfg, "train.skip_nonfinite", default=False))
     module.nonfinite = NonFiniteGuard(skip, Path(cfg.paths.output_dir) / "nonfinite")
     return datamodule, module
-
-
-def recipe_line() -> str:
-    """Which recipe this run has, why, and how to choose the other (its log's first line)."""
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    return describe_recipe(choices.get("experiment"), choices.get("data"))
 
 
 def check_anchors(cfg: DictConfig, datamodule, module) -> float:
