@@ -31,6 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from retina import options
 from retina.compat import REMOVED_IN
+from retina.conf import with_recipe
 from retina.schema import model_file_problem
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -59,6 +60,7 @@ class Command:
     options: type | None = None  # key=value commands: their options (retina.options)
     prefixes: tuple[str, ...] = ()  # PREFIX.KEY=VALUE options passed on (eval: data., report.)
     positional: int = 0  # arguments before the options (sweep-report: DIR)
+    recipe: bool = False  # Hydra commands whose recipe follows the data (retina.conf)
 
     def help(self) -> str:
         return self.usage.replace("{options}", options_table(self.options)) if self.options \
@@ -77,7 +79,8 @@ last.ckpt), metrics.json (the final weights: last.ckpt), logs and the evaluation
 best.ckpt (report/).
 
 main options (every group and key: retina train --cfg job):
-  experiment=NAME        a recipe (default neon_gfl):
+  experiment=NAME        a recipe (default by the data: neon_gfl for NEON, photo for coco,
+                         voc, yolo; aerial: NEON's for any data):
 {textwrap.fill(choices_of("experiment").replace("|", ", "), 96, initial_indent=" " * 25,
                subsequent_indent=" " * 25)}
   data={choices_of("data")}   coco: data.root=DIR (COCO 2017 layout) or data.train_ann=
@@ -247,12 +250,34 @@ options:
 example:
   retina sweep-report outputs/train_multirun/<date> metric=val/mAP_50"""
 
+CHECK = """\
+usage: retina check [data=...] [experiment=...] [key=value ...]      (Hydra overrides)
+
+The dataset doctor, before training: counts per split and class, images without boxes,
+duplicate files, boxes outside or degenerate; box sizes at the training input against the
+anchors; the recall ceiling (the share of boxes the assigner can ever make positive) per class
+and size; and changes that lift it, each measured. Writes check.json and check.png
+(outputs/check/<date>/). Takes retina train's options: the same recipe, anchors and input.
+
+options:
+  data=neon_trees|coco|voc|yolo ...    the data, as for retina train
+  model.detector.anchors.anchor_scale=X data.size=PX ...   the settings to check
+  check.out=DIR  check.max_images=1000 (null: all)  check.duplicates=false  check.suggest=false
+
+examples:
+  retina check                       NEON with the default recipe
+  retina check data=voc data.root=my_voc"""
+
 COMMANDS: dict[str, Command] = {
     "train": Command("retina.train", "train and validate a detector, then write its report",
                      TRAIN, "retina train data=coco data.train_ann=train.json ...",
                      config="train", filled=("model.detector.head.num_classes",),
                      hints={"model.init_from": "converted/tv_v1/model.ckpt",
-                            "data.root": "DIR"}),
+                            "data.root": "DIR"}, recipe=True),
+    "check": Command("retina.check", "the dataset doctor: counts, box sizes against the "
+                     "anchors, the recall ceiling", CHECK, "retina check data=voc data.root=DIR",
+                     config="check", filled=("model.detector.head.num_classes",),
+                     hints={"data.root": "DIR"}, recipe=True),
     "eval": Command("retina.eval.__main__", "validate a checkpoint and write the evaluation report",
                     EVAL, f"retina eval model={CKPT}", options=options.EvalOptions,
                     prefixes=("data.", "report.")),
@@ -367,8 +392,10 @@ def check_hydra_args(name: str, args: list[str]) -> list[str]:
     if (name, *args) in _CHECKED:  # `retina train` checks before the import, then main again
         return _CHECKED[(name, *args)]
     cmd = COMMANDS[name]
-    typed, args = tuple(args), device_as_trainer_keys(args)
-    given, flags = hydra_overrides([a for a in typed if not a.startswith("device=")])
+    typed = tuple(args)
+    args = with_recipe(list(args)) if cmd.recipe else list(args)  # data=coco: experiment=photo
+    given, flags = hydra_overrides([a for a in args if not a.startswith("device=")])
+    args = device_as_trainer_keys(args)
     overrides, _ = hydra_overrides(args)
     if flags is None:  # a flag only Hydra understands
         return args
@@ -395,10 +422,10 @@ def check_hydra_args(name: str, args: list[str]) -> list[str]:
         k for k in cfg.get("required") or [] if OmegaConf.select(cfg, k) is None]
         if k not in cmd.filled]
     if missing:
-        given = [a for a in args if a not in ("-m", "--multirun")]
         needed = [f"{k}={cmd.hints.get(k, '...')}" for k in dict.fromkeys(missing)]
         fail(f"missing {', '.join(dict.fromkeys(missing))}",
-             " ".join(["retina", name, *given, *needed]))
+             " ".join(["retina", name, *[a for a in typed if a not in ("-m", "--multirun")],
+                       *needed]))
     check_coco_paths(cfg, job_groups.get("data", "neon_trees"))
     _CHECKED[(name, *typed)] = args
     return args

@@ -42,6 +42,8 @@ REGISTRY: dict[str, str] = {
     "detector/dense": "retina.model.detector.Detector",
     "backbone/resnet": "retina.model.backbone.resnet",
     "backbone/mobilenet_v2": "retina.model.backbone.mobilenet_v2",
+    "backbone/torchvision": "retina.model.backbone.torchvision_backbone",
+    "backbone/timm": "retina.model.timm_backbone.TimmBackbone",
     "head/retinanet": "retina.model.head.RetinaHead",
     "head/gfl": "retina.model.gfl_head.GFLHead",
     "anchors/grid": "retina.model.anchors.AnchorGenerator",

@@ -1,6 +1,7 @@
 """Train and validate: ``retina train [overrides]`` (``python -m retina.train``; see
 conf/train.yaml), then write the evaluation report of the best checkpoint into
-``<run>/report`` (``~report``: none)."""
+``<run>/report`` (``~report``: none). Without ``experiment=``, the recipe follows the data
+(``retina.conf.with_recipe``)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def task(cfg: DictConfig) -> float | None:
     return run_job(cfg, train_and_report)
 
 
-main = hydra_command("train", task)
+main = hydra_command("train", task)  # the recipe follows the data (retina.conf.with_recipe)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -76,9 +76,10 @@ def as_here(cmd: DocCommand, model: Path, tmp: Path) -> list[str]:
     out = []
     for arg in cmd.argv[1:]:
         key, eq, value = arg.partition("=")
+        hydra = cli.COMMANDS[cmd.name].config if cmd.name in cli.COMMANDS else None
         rule = rules.get(key) or next((r for p, r in options.TRAIN_RULES.items()
-                                       if cmd.name == "train" and p == key), None)
-        model_file = ("ckpt_path", "model.init_from") if cmd.name == "train" else ("model",)
+                                       if hydra and p == key), None)
+        model_file = ("ckpt_path", "model.init_from") if hydra else ("model",)
         if eq and key in model_file and not Path(value).exists():
             arg = f"{key}={model}"
         elif eq and rule is not None and rule.exists and not Path(value).exists():
@@ -96,7 +97,7 @@ def completed(name: str, argv: list[str], model: Path, tmp: Path) -> list[str]:
     """What an abbreviated command leaves out (``...``): its required options, and for
     ``data=coco`` training the data's paths."""
     given = {a.split("=", 1)[0] for a in argv}
-    if name == "train":
+    if cli.COMMANDS[name].config:
         coco = {"data.train_ann": SOME_JSON, "data.val_ann": SOME_JSON,
                 "data.train_images": SOME_DIR, "data.val_images": SOME_DIR}
         return [f"{k}={v}" for k, v in coco.items() if k not in given] if "data=coco" in argv else []

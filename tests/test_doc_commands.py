@@ -18,8 +18,8 @@ DOCUMENTED = commands()
 
 def check(name: str, argv: list[str]) -> None:
     """The check ``retina NAME ARGV`` gets before it runs (SystemExit 2 on a mistake)."""
-    if name == "train":
-        cli.check_hydra_args("train", argv)
+    if cli.COMMANDS[name].config:  # train, check: Hydra commands
+        cli.check_hydra_args(name, argv)
     elif name in ("eval", "report"):
         from retina.eval.settings import compose_evaluation
 

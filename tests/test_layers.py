@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "retina"
 LAYERS = {
     # the ground floor: cli (the grammar) reads the option definitions and old paths below it
-    "cli": -1, "conf": -1, "schema": -2, "compat": -2, "options": -2,
+    "cli": -1, "conf": -2, "schema": -2, "compat": -2, "options": -2,
     "model": 0, "data": 0,
     "ops": 1,
     "assign": 2,
@@ -19,7 +19,7 @@ LAYERS = {
     "export": 5, "analysis": 5, "sweeps": 5,
     "infer": 6,  # runs the exports (and exports a checkpoint to compare or time runtimes)
     "bench": 7,  # benchmarks run the predictors (retina.bench scene)
-    "train": 8, "eval": 8, "predict": 8, "convert": 8, "__main__": 8,
+    "train": 8, "eval": 8, "predict": 8, "convert": 8, "check": 8, "__main__": 8,
 }
 
 

@@ -23,6 +23,7 @@ import math
 
 import torch
 from torch import Tensor
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
@@ -67,7 +68,9 @@ def _resize(
         return [RCNNResize(min_size, max_size)]
     if size is not None:
         if min_size is not None or max_size is not None:
-            raise ValueError("give either size or min_size/max_size, not both")
+            raise ValueError(f"give either size or min_size/max_size, not both (size {size}, "
+                             f"min_size/max_size {min_size}/{max_size}; a square input: "
+                             f"data.size={size} data.min_size=null data.max_size=null)")
         return [v2.Resize((size, size))]
     if min_size is not None or max_size is not None:
         return [v2.Resize(min_size, max_size=max_size)]
@@ -159,6 +162,42 @@ def eval_transforms(
         The composed transform.
     """
     return v2.Compose(_resize(size, min_size, max_size, resize) + _finish())
+
+
+def resized_size(
+    height: int, width: int, size: int | None = None, min_size: int | None = None,
+    max_size: int | None = None, resize: str = "antialias",
+) -> tuple[int, int]:
+    """(h, w) of a ``height`` x ``width`` image after the resize of :func:`eval_transforms`
+    (the same transform run on a box that covers the image: no pixels)."""
+    ops = _resize(size, min_size, max_size, resize)
+    if not ops:
+        return height, width
+    if isinstance(ops[0], RCNNResize):
+        h, w = ops[0].output_size(height, width)
+        return h, w
+    whole = tv_tensors.BoundingBoxes([[0, 0, width, height]], format="XYXY",
+                                     canvas_size=(height, width))
+    return tuple(ops[0](whole).canvas_size)
+
+
+def network_input_size(
+    size: int | None = None, min_size: int | None = None, max_size: int | None = None,
+    size_divisible: int = 1,
+) -> tuple[int, int] | None:
+    """(H, W) of the padded network input of a typical training image: ``size`` x ``size``, or
+    a landscape image at short side ``min_size`` and long side ``max_size`` (``min_size``
+    without one), rounded up to multiples of ``size_divisible``; None when the resize keeps
+    each image's size (no typical input)."""
+    if size is not None:
+        hw = (size, size)
+    elif min_size is not None:
+        hw = (min_size, max_size or min_size)
+    elif max_size is not None:
+        hw = (max_size, max_size)
+    else:
+        return None
+    return tuple(-(-side // size_divisible) * size_divisible for side in hw)
 
 
 def image_transforms(

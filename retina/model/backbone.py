@@ -1,5 +1,12 @@
 """Backbones that return the C3, C4 and C5 feature maps (strides 8, 16, 32).
 
+One route for torchvision's families (:func:`torchvision_backbone`: ResNet, ResNeXt,
+Wide ResNet, MobileNetV2/V3, EfficientNet, RegNet, ConvNeXt): the network's feature layers in
+forward order, cut where the stride changes (:func:`stride_groups`); C3-C5 are the ends of the
+stride-8, 16 and 32 groups. :func:`resnet` and :func:`mobilenet_v2` are the first two, kept for
+their options (``bn_eps``, ``stride_in_1x1``) and the checkpoints that name them; timm's
+catalogue is :class:`retina.model.timm_backbone.TimmBackbone`.
+
 Weights are given as ``None`` (random init), a torchvision weights name
 (``"IMAGENET1K_V1"`` or ``"ResNet50_Weights.IMAGENET1K_V1"``) or a path to a local
 state-dict file. Loading goes through torchvision's weights API, so a file placed in
@@ -8,6 +15,7 @@ state-dict file. Loading goes through torchvision's weights API, so a file place
 
 from __future__ import annotations
 
+import difflib
 import os
 from functools import partial
 from pathlib import Path
@@ -18,6 +26,10 @@ from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+# torchvision's model names that :func:`torchvision_backbone` cuts (by prefix)
+FAMILIES = ("resnet", "resnext", "wide_resnet", "mobilenet_v2", "mobilenet_v3", "efficientnet",
+            "regnet", "convnext")
+LEVEL_STRIDES = (8, 16, 32)  # C3, C4, C5
 
 
 class Backbone(nn.Module):
@@ -153,3 +165,111 @@ def mobilenet_v2(
     stages = [nn.Sequential(*f[a:b]) for a, b in bounds]
     return Backbone(stages, (2, 3, 4), (32, 96, 1280), freeze_stages)
 
+
+
+# ---------------------------------------------------------------- torchvision's families
+
+
+def freeze_batch_norms(module: nn.Module) -> nn.Module:
+    """``module`` with every ``nn.BatchNorm2d`` replaced, in place, by a ``FrozenBatchNorm2d``
+    holding its statistics, affine parameters and epsilon (the same output in eval mode)."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            if child.affine:
+                frozen.weight.copy_(child.weight.detach())
+                frozen.bias.copy_(child.bias.detach())
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            freeze_batch_norms(child)
+    return module
+
+
+def feature_layers(net: nn.Module, arch: str) -> list[nn.Module]:
+    """The feature layers of a torchvision classifier in forward order (pooling and classifier
+    left out)."""
+    if arch.startswith(("resnet", "resnext", "wide_resnet")):
+        return [net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3,
+                net.layer4]
+    if arch.startswith("regnet"):
+        return [net.stem, *net.trunk_output]
+    return list(net.features)  # MobileNetV2/V3, EfficientNet, ConvNeXt
+
+
+@torch.no_grad()
+def stride_groups(layers: list[nn.Module], probe: int = 64
+                  ) -> tuple[list[nn.Sequential], list[int], list[int]]:
+    """Consecutive ``layers`` grouped by the stride of their output, measured on a
+    (1, 3, probe, probe) input in eval mode.
+
+    Returns:
+        ``(groups, strides, channels)``: one ``nn.Sequential`` per stride (2, 4, ... in order),
+        its output stride and its output channels.
+    """
+    modes = [m.training for m in layers]
+    for m in layers:
+        m.eval()
+    x = torch.zeros(1, 3, probe, probe)
+    groups: list[list[nn.Module]] = []
+    strides: list[int] = []
+    channels: list[int] = []
+    for layer in layers:
+        x = layer(x)  # (1, C, probe / s, probe / s)
+        stride = probe // x.shape[-1]
+        if strides and strides[-1] == stride:
+            groups[-1].append(layer)
+            channels[-1] = x.shape[1]
+        else:
+            groups.append([layer])
+            strides.append(stride)
+            channels.append(x.shape[1])
+    for m, mode in zip(layers, modes):
+        m.train(mode)
+    return [nn.Sequential(*g) for g in groups], strides, channels
+
+
+def _check_arch(arch: str) -> None:
+    known = [m for m in torchvision.models.list_models(module=torchvision.models)
+             if m.startswith(FAMILIES)]
+    if arch not in known:
+        close = difflib.get_close_matches(arch, known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"backbone arch {arch!r} is not one of torchvision's {', '.join(FAMILIES)} "
+                         f"models{hint}; e.g. {', '.join(known[:3])}, ...")
+
+
+def torchvision_backbone(
+    arch: str = "resnext50_32x4d", weights: str | None = None, frozen_bn: bool = True,
+    freeze_stages: int = 1,
+) -> Backbone:
+    """Any torchvision ResNet, ResNeXt, Wide ResNet, MobileNetV2/V3, EfficientNet, RegNet or
+    ConvNeXt as C3-C5: its feature layers cut into stride groups (:func:`stride_groups`), C3-C5
+    the ends of the stride-8, 16 and 32 groups (the last 1x1 conv of MobileNet and EfficientNet
+    included in C5, as :func:`mobilenet_v2`).
+
+    Args:
+        arch: torchvision's model name (``torchvision.models.list_models()``), e.g.
+            ``resnext50_32x4d``, ``mobilenet_v3_large``, ``efficientnet_b0``,
+            ``regnet_x_1_6gf``, ``convnext_tiny``.
+        weights: None, a torchvision weights name of ``arch`` or a local state-dict file.
+        frozen_bn: batch norms become ``FrozenBatchNorm2d`` (ConvNeXt's LayerNorms stay).
+        freeze_stages: the first N stride groups get ``requires_grad=False`` (stride 2, then
+            4, ...; ConvNeXt starts at stride 4). ResNet's stem is the stride-2 group, so N
+            freezes what :func:`resnet` freezes with the same N.
+
+    Raises:
+        ValueError: an ``arch`` of another family, or unknown (the nearest name is given).
+    """
+    _check_arch(arch)
+    net = torchvision.models.get_model(arch, weights=None)
+    _load_weights(net, arch, weights)
+    if frozen_bn:
+        freeze_batch_norms(net)
+    groups, strides, channels = stride_groups(feature_layers(net, arch))
+    missing = [s for s in LEVEL_STRIDES if s not in strides]
+    if missing:
+        raise ValueError(f"{arch} has no stride {missing} output (strides {strides})")
+    out = tuple(strides.index(s) for s in LEVEL_STRIDES)
+    return Backbone(groups, out, tuple(channels[i] for i in out), freeze_stages)

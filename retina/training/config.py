@@ -12,7 +12,9 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from retina.cli import CONF_DIR
+from retina.conf import describe_recipe, with_recipe
 
+RECIPE_COMMANDS = ("train", "check")  # the commands whose recipe follows the data
 # the checkout's top folder (for the tests: an installed package has no such folder)
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def compose_run(overrides: list[str], output_dir: str | Path, name: str = "train") -> DictConfig:
     """The composed config ``retina <name> overrides...`` would get from the current directory
     (data under it, like the commands), writing into ``output_dir``, with Hydra's runtime values
-    set so ``${hydra:...}`` resolves."""
+    set so ``${hydra:...}`` resolves. ``train`` and ``check`` get the recipe of their data as
+    the commands do (:func:`retina.conf.with_recipe`)."""
+    if name in RECIPE_COMMANDS:
+        overrides = with_recipe(list(overrides))
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(name, overrides=list(overrides), return_hydra_config=True)
@@ -33,6 +38,13 @@ def compose_run(overrides: list[str], output_dir: str | Path, name: str = "train
         cfg.hydra.job.num = 0
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+def recipe_line() -> str:
+    """Which recipe this run has, why, and how to choose the other (its log's first line),
+    from the group choices of the current Hydra run."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return describe_recipe(choices.get("experiment"), choices.get("data"))
 
 
 def check_required(cfg: DictConfig) -> None:

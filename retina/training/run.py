@@ -9,24 +9,29 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import EarlyStopping, ProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelSummary, ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from retina.cli import suggest
+from retina.data.collate import SIZE_DIVISIBLE
+from retina.data.transforms import network_input_size
 from retina.training.atomic_io import with_atomic_checkpoint_io
+from retina.training.check import WARN_BELOW, Geometry, setup_line
 from retina.training.checkpoint import (
     load_checkpoint,
     module_from_checkpoint,
     run_config,
     run_config_json,
 )
-from retina.training.config import check_required, derive
+from retina.training.config import check_required, derive, recipe_line
 from retina.training.cpu_budget import apply_cpu_budget
 from retina.training.loggers import build_loggers, finish_loggers
 from retina.training.nonfinite import NonFiniteGuard
 from retina.training.plots import plot_training
 from retina.training.resume import check_resume, resolve_ckpt
+from retina.training.summary import FlopsSummary
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +54,31 @@ def build(cfg: DictConfig):
         cat_ids=datamodule.cat_ids,
         run_config=run_config_json(cfg),
     )
+    module.example_input_array = example_input(cfg.data)
     skip = bool(OmegaConf.select(cfg, "train.skip_nonfinite", default=False))
     module.nonfinite = NonFiniteGuard(skip, Path(cfg.paths.output_dir) / "nonfinite")
     return datamodule, module
+
+
+def check_anchors(cfg: DictConfig, datamodule, module) -> float:
+    """The set-up part of ``retina check``: the recall ceiling of (up to 200) training images
+    with the model's anchors and its criterion's assigner, one log line; a warning below
+    :data:`retina.training.check.WARN_BELOW`. Returns the ceiling."""
+    if datamodule.train_dataset is None:
+        return 1.0
+    value, line = setup_line(datamodule.train_dataset, module.detector.anchors,
+                             module.criterion.assigner, Geometry.of(cfg.data))
+    log.log(logging.WARNING if value < WARN_BELOW else logging.INFO, "%s", line)
+    return value
+
+
+def example_input(data: DictConfig) -> torch.Tensor | None:
+    """A (1, 3, H, W) batch at the training input size of ``data``
+    (:func:`retina.data.transforms.network_input_size`): Lightning's model summary runs it to
+    count each layer's FLOPs. None when the data keeps each image's size."""
+    hw = network_input_size(data.get("size"), data.get("min_size"), data.get("max_size"),
+                            data.get("size_divisible") or SIZE_DIVISIBLE)
+    return None if hw is None else torch.zeros(1, 3, *hw)
 
 
 def val_metrics(trainer: L.Trainer, module) -> dict[str, float]:
@@ -113,12 +140,14 @@ def weights_described(trainer: L.Trainer, stopper: EarlyStopping | None) -> dict
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, validate, write ``metrics.json`` into the run directory and return the metrics."""
+    log.info("%s", recipe_line())
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     loggers = build_loggers(cfg.get("logger"))  # first: a missing package stops it at once
     ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg.paths.output_dir,
                         Path(cfg.paths.log_dir, cfg.task_name))
     datamodule, module = build(cfg)
+    check_anchors(cfg, datamodule, module)
     if ckpt:
         check_resume(ckpt, cfg, force=bool(OmegaConf.select(cfg, "resume.force", default=False)))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
@@ -126,6 +155,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks += [stopper] if stopper else []
     if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a bar then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if cfg.trainer.get("enable_model_summary") is not False and not any(
+            isinstance(c, ModelSummary) for c in callbacks):
+        callbacks.append(FlopsSummary())  # parameters and FLOPs at the training input size
     plugins = cfg.trainer.get("plugins")
     plugins = instantiate(plugins, _convert_="all") if OmegaConf.is_config(plugins) else plugins
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,

@@ -42,8 +42,10 @@ def test_voc_and_yolo_of_the_same_boxes_train_and_evaluate_alike(voc_root: Path,
         ["data=voc", f"data.root={voc_root}", "data.train_split=null", "data.val_split=null"],
         ["data=yolo", f"data.root={yolo_root}", "data.val_split=train"],
     ):
-        cfg = compose_run([*overrides, f"data.cache_dir={tmp_path / 'cache'}", "data.size=96",
-                           "data.num_workers=0", "data.batch_size=3"], tmp_path / "run")  # fmt: skip
+        # square 96-px inputs: the aerial recipe's resize (the photo one keeps the aspect ratio)
+        cfg = compose_run([*overrides, "experiment=aerial", f"data.cache_dir={tmp_path / 'cache'}",
+                           "data.size=96", "data.num_workers=0", "data.batch_size=3"],
+                          tmp_path / "run")
         dm = instantiate(cfg.data)
         dm.prepare_data()
         dm.setup("fit")

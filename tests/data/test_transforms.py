@@ -101,3 +101,12 @@ def test_rcnn_resize_is_torchvisions_detection_resize():
         eval_transforms(size=320, resize="rcnn")
     with pytest.raises(ValueError, match="resize must be one of"):
         eval_transforms(min_size=320, max_size=400, resize="cv2")
+
+
+def test_the_network_input_size_of_a_typical_image():
+    from retina.data.transforms import network_input_size
+
+    assert network_input_size(448, size_divisible=32) == (448, 448)
+    assert network_input_size(None, 800, 1333, 32) == (800, 1344)  # 1333 padded to 42 x 32
+    assert network_input_size(None, 600, None, 128) == (640, 640)
+    assert network_input_size() is None  # each image at its own size

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra.core.hydra_config import HydraConfig
 from PIL import Image
 
 from retina.data import CocoDetection, neon
 from retina.data.tile import main as tile_main
 from retina.data.to_coco import convert
 from retina.data.to_coco import main as convert_main
+from retina.training.config import compose_run
 from retina.training.run import train
 from tests.helpers import add_label_line
 
@@ -105,17 +107,31 @@ def test_convert_command_line(yolo_root: Path, tmp_path: Path, capsys):
     assert "labels/train/2011_000006.txt:2: 4 fields, expected 5" in capsys.readouterr().err
 
 
-def test_fast_dev_run_on_voc(tiny_cfg, voc_root: Path, tmp_path: Path):
-    cfg = tiny_cfg("debug=fdr", "data=voc", f"data.root={voc_root}", "data.train_split=null",
-                   "data.val_split=null", f"data.cache_dir={tmp_path / 'cache'}")  # fmt: skip
-    metrics = train(cfg)
+def test_fast_dev_run_on_voc(voc_root: Path, tmp_path: Path, caplog):
+    # photos: the photo recipe (retina train data=voc), shrunk: shorter side 128, ResNet-18
+    cfg = compose_run(["debug=fdr", "data=voc", f"data.root={voc_root}", "data.train_split=null",
+                       "data.val_split=null", f"data.cache_dir={tmp_path / 'cache'}",
+                       "data.min_size=128", "data.max_size=192", "data.batch_size=2",
+                       "model.detector.backbone.depth=18", "model.detector.backbone.weights=null",
+                       "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"],
+                      tmp_path / "run")
+    assert HydraConfig.get().runtime.choices["experiment"] == "photo"
+    with caplog.at_level("INFO"):
+        metrics = train(cfg)
+    first = caplog.records[0].getMessage()  # the run's first line: the recipe, why, the other
+    assert first.startswith("recipe: photo (experiment=photo), the default for data=voc")
+    assert first.endswith("for aerial images or tiles: experiment=aerial")
+    ceiling = [r.getMessage() for r in caplog.records if r.name == "retina.training.run"
+               and r.getMessage().startswith("recall ceiling ")]  # the set-up check
+    assert len(ceiling) == 1 and "(3 training images, input shorter side 128 px" in ceiling[0]
     assert {"val/mAP", "val/mAP_50", "val/AR_100"} <= set(metrics)
     assert len(list((tmp_path / "cache").glob("voc_all_*.json"))) == 1
 
 
 def test_a_run_without_validation_data_says_so_in_metrics(tiny_cfg, yolo_root: Path, tmp_path):
     (yolo_root / "images" / "valid").mkdir(parents=True)
-    metrics = train(tiny_cfg("debug=fdr", "data=yolo", f"data.root={yolo_root}",
+    metrics = train(tiny_cfg("debug=fdr", "data=yolo", "experiment=aerial",
+                             f"data.root={yolo_root}",
                              "data.val_split=valid", f"data.cache_dir={tmp_path / 'cache'}"))
     assert "has no images" in metrics["no_validation"]
     assert not any(key.startswith("val/") for key in metrics)
@@ -127,7 +143,8 @@ def test_fast_dev_run_on_tiles_of_voc(tiny_cfg, voc_root: Path, tmp_path: Path):
     assert tile_main(["format=voc", f"root={voc_root}", f"out={out}", "tile=256",
                       "overlap=0.25"]) == 0
     ann, images = out / "annotations.json", out / "images"
-    cfg = tiny_cfg("debug=fdr", "data=coco", f"data.train_ann={ann}", f"data.train_images={images}",
+    cfg = tiny_cfg("debug=fdr", "data=coco", "experiment=aerial",  # tiles: the tile recipe
+                   f"data.train_ann={ann}", f"data.train_images={images}",
                    f"data.val_ann={ann}", f"data.val_images={images}")
     metrics = train(cfg)
     assert {"val/mAP", "val/mAP_50", "val/AR_100"} <= set(metrics)

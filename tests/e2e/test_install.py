@@ -76,7 +76,8 @@ def test_wheel_installs_and_trains_and_predicts_from_another_directory(tmp_path)
         where = run(bin_dir / "python", "-c", "import retina; print(retina.__file__)", cwd=work)
         assert Path(where.stdout.strip()).is_relative_to(env_dir)
 
-        data = ["data=coco", "data.train_ann=boxes.json", "data.train_images=images",
+        data = ["data=coco", "experiment=aerial", "data.train_ann=boxes.json",
+                "data.train_images=images",
                 "data.val_ann=boxes.json", "data.val_images=images",
                 "model.detector.backbone.weights=null", *TINY]
         run(retina, "train", "debug=fdr", *data, cwd=work)

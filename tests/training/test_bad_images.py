@@ -33,7 +33,8 @@ def coco_with_truncated_png(tmp_path: Path) -> list[str]:
         for im in subset["images"]:
             shutil.copy(NEON / "val" / im["file_name"], images)
     truncate(images / "SOAP_061_x0000_y0000.png")  # image id 2
-    return ["data=coco", f"data.train_ann={tmp_path / 'train.json'}", f"data.train_images={images}",
+    return ["data=coco", "experiment=aerial",  # NEON tiles
+            f"data.train_ann={tmp_path / 'train.json'}", f"data.train_images={images}",
             f"data.val_ann={tmp_path / 'val.json'}", f"data.val_images={images}",
             f"data.cache_dir={tmp_path / 'cache'}", "debug=fdr",
             f"data.size={TRAINED_SIZE}"]  # at 128 px P7 is 1x1: GroupNorm refuses one image

@@ -51,3 +51,30 @@ def test_eval_data_replaces_or_changes_the_checkpoints_own():
     changed = eval_data(OmegaConf.create({"root": "/coco"}), trained)  # +data.root=...
     assert OmegaConf.to_container(changed) == {"_target_": "D", "root": "/coco", "min_size": 320,
                                                "resize": "rcnn"}
+
+
+def test_the_model_summary_counts_flops_at_the_training_input_size(tiny_cfg):
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # 160 px: one image's P7 is 2x2 (GroupNorm(32) over 32 channels needs 2 values a group)
+    _, module = build(tiny_cfg("model.detector.backbone.weights=null", "data.size=160"))
+    assert tuple(module.example_input_array.shape) == (1, 3, 160, 160)
+    summary = ModelSummary(module, max_depth=1)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        module.eval()(torch.zeros(1, 3, 160, 160))
+    assert summary.total_flops == counter.get_total_flops() > 10**7
+    assert "Total Flops" in str(summary) and summary.flop_counts["detector"]
+
+
+def test_the_run_summary_leaves_out_the_size_columns(caplog):
+    from retina.training.summary import FlopsSummary
+
+    data = [(" ", ["0"]), ("Name", ["detector"]), ("Params", ["9.1 M"]), ("FLOPs", ["18.3 B"]),
+            ("In sizes", ["[1, 3, 448, 448]"]), ("Out sizes", ["[[[1, 1, 56, 56], ...]]"])]
+    with caplog.at_level("INFO"):
+        FlopsSummary.summarize(data, 9_100_000, 9_000_000, 36.5, {"train": 1, "eval": 0},
+                               total_flops=18_300_000_000)
+    table = caplog.text
+    assert "FLOPs" in table and "18.3 B    Total Flops" in table and "In sizes" not in table
