@@ -278,7 +278,7 @@ TRAIN_RULES: dict[str, Rules] = {
     "data.val_ann": Rules("", exists="file"),
     "data.train_images": Rules("", exists="dir"),
     "data.val_images": Rules("", exists="dir"),
-    "optim.lr": Rules("", above=0.0),
+    "optim.lr": Rules("", low=0.0),  # 0: frozen weights (validation checks)
     "optim.weight_decay": Rules("", low=0.0),
     "optim.momentum": Rules("", low=0.0, high=1.0),
     "loss.gamma": Rules("", low=0.0),

@@ -208,7 +208,7 @@ def test_device_means_the_same_for_torch_and_lightning():
     (["data=coco"], ["data=coco needs data.root=DIR (the COCO 2017 layout) or "
                      "data.train_ann=FILE"]),
     (["data.batch_size=0"], ["data.batch_size=0: must be at least 1"]),
-    (["optim.lr=-1"], ["optim.lr=-1: must be above 0"]),
+    (["optim.lr=-1"], ["optim.lr=-1: must be at least 0"]),
     (["model.init_from=nothere.ckpt"], ["model.init_from=nothere.ckpt: no such file"]),
     (["device=gpux"], ["device=gpux: expected auto, cpu, cuda or cuda:N"]),
     (["-m", "loss.gamma=0,two", "experiment=neon_retinanet"],

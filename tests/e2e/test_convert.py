@@ -36,7 +36,9 @@ NEON = ROOT / "data" / "neon_trees"
 VAL_ANN, VAL_IMAGES = NEON / "annotations" / "val.json", NEON / "val"
 SIZE = 320  # torchvision's min_size = max_size, and the converted config's
 BUILDERS = {"v1": retinanet_resnet50_fpn, "v2": retinanet_resnet50_fpn_v2}
-BOX_TOL, SCORE_TOL = 1e-3, 1e-5  # px, score
+# px, score: float rounding through a random ResNet-50 differs by CPU: v2's boxes were 0.0016 px
+# apart on one 2-core machine (2026-12-07, the code of e233523 and of today alike), 1e-3 on others
+BOX_TOL, SCORE_TOL = 4e-3, 1e-5
 
 
 def neon_tiles(num: int) -> tuple[list[int], list[torch.Tensor]]:

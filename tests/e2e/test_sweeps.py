@@ -54,14 +54,16 @@ def test_grid_sweep_writes_summary_and_sweep_report_reproduces_it(tmp_path):
 
 @pytest.mark.slow
 def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
-    rows = sweep(tmp_path, "experiment=neon_retinanet", "loss.gamma=-1,2")
+    # a value each key allows on its own (a bad gamma is refused before the sweep starts), that
+    # fails when its trial builds the assigner: bg_iou above fg_iou (0.5)
+    rows = sweep(tmp_path, "experiment=neon_retinanet", "loss.assigner.bg_iou=0.6,0.4")
     failed, ok = rows
-    assert failed["status"] == "failed" and failed["loss.gamma"] == "-1"
-    assert failed["error"] == "ValueError: loss.gamma must be a number >= 0, got -1"
+    assert failed["status"] == "failed" and failed["loss.assigner.bg_iou"] == "0.6"
+    assert failed["error"] == "ValueError: bg_iou (0.6) must not exceed fg_iou (0.5)"
     assert failed["val/mAP"] == ""
     assert ok["status"] == "ok" and float(ok["val/mAP"]) == job_metrics(tmp_path, ok)["val/mAP"]
     md = (tmp_path / "sweep" / "sweep.md").read_text().splitlines()
-    assert md[-1].startswith("| - | 0 | -1 |") and "failed | ValueError: loss.gamma" in md[-1]
+    assert md[-1].startswith("| - | 0 | 0.6 |") and "failed | ValueError: bg_iou" in md[-1]
 
 
 def test_a_sweep_job_cut_short_is_recorded_with_its_metrics_not_as_failed(tmp_path):

@@ -133,5 +133,5 @@ def test_resume_force_continues_with_a_warning(tiny_cfg, trained_retinanet, capl
                                     "resume.force=true", "trainer.max_epochs=2",
                                     "trainer.limit_val_batches=1"))
     assert metrics["global_step"] == 4 and metrics["epoch"] == 2  # 2 steps on top of 2
-    (warning,) = [r.getMessage() for r in caplog.records]
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "retina.training.resume"]
     assert warning.startswith("resume.force=true: resuming although") and "loss.gamma" in warning
