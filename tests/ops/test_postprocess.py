@@ -59,12 +59,15 @@ def test_agrees_with_per_image_per_class_reference():
         pp = Postprocess(DeltaCoder(), topk=topk, max_det=max_det)
         got = pp(cls, box, anchors, sizes)
         ref = reference(cls, box, anchors, sizes, pp, 4)
-        for g, r in zip(got, ref):
+        for g, r, (h, w) in zip(got, ref, sizes.tolist()):
             assert len(g["scores"]) == len(r["scores"]) > 0
             torch.testing.assert_close(g["scores"], r["scores"])
             torch.testing.assert_close(g["boxes"], r["boxes"], atol=1e-4, rtol=1e-5)
             assert torch.equal(g["labels"], r["labels"])
-            assert (g["boxes"][:, 2] <= sizes[0, 1]).all()
+            # inside this image's own size, and some box was clipped there (x2 at W, y2 at H)
+            x, y = g["boxes"][:, 0::2], g["boxes"][:, 1::2]
+            assert (x >= 0).all() and (x <= w).all() and (y >= 0).all() and (y <= h).all()
+            assert (x == w).any() and (y == h).any()
 
 
 def test_no_candidates_gives_empty_detections():
