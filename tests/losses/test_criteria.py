@@ -170,3 +170,69 @@ def test_one_box_in_the_batch_is_assigned():
     out = RetinaNetCriterion()(torch.zeros(1, 5, 2), torch.zeros(1, 5, 4), ANCHORS, GT[:, :1],
                                LABELS[:, :1])
     assert int(out["num_fg"]) == 2
+
+
+# ---------------------------------------------------------------- settings at their limits
+
+
+@pytest.mark.parametrize("make,error", [
+    (lambda: RetinaNetCriterion(gamma=-0.01), "loss.gamma must be a number >= 0, got -0.01"),
+    (lambda: RetinaNetCriterion(gamma="2"), "loss.gamma must be a number >= 0, got '2'"),
+    (lambda: RetinaNetCriterion(alpha=1.01), r"loss.alpha must be in \[0, 1\]"),
+    (lambda: RetinaNetCriterion(alpha="0.25"), r"loss.alpha must be in \[0, 1\]"),
+    (lambda: OHEMCriterion(neg_pos_ratio=-1), "must be >= 0, got -1, 32"),
+    (lambda: OHEMCriterion(min_neg=-1), "must be >= 0, got 3.0, -1"),
+    (lambda: GHMCriterion(bins=0), "loss.bins must be an integer >= 1, got 0"),
+    (lambda: GHMCriterion(bins=2.0), "loss.bins must be an integer >= 1, got 2.0"),
+    (lambda: GHMCriterion(momentum=1.0), r"loss.momentum must be in \[0, 1\), got 1.0"),
+    (lambda: GHMCriterion(momentum=-0.1), r"loss.momentum must be in \[0, 1\), got -0.1"),
+])
+def test_settings_out_of_range_are_refused(make, error):
+    with pytest.raises(ValueError, match=error):
+        make()
+
+
+def test_settings_at_their_limits_are_accepted():
+    # gamma 0 (cross-entropy), alpha 1 and negative (off), no hard negatives, one bin, momentum 0
+    RetinaNetCriterion(gamma=0, alpha=1.0), RetinaNetCriterion(gamma=0.0, alpha=-1)
+    OHEMCriterion(neg_pos_ratio=0, min_neg=0), GHMCriterion(bins=1, momentum=0.0)
+    GHMCriterion(momentum=0.999)
+
+
+# ---------------------------------------------------------------- GHM-C's moving histogram
+
+
+def background_batch(g: list[float], ignored: int = 0):
+    """Class logits (1, N, 1) whose gradient norms are ``g`` (all background: g = p), the
+    last ``ignored`` anchors ignored."""
+    p = torch.tensor(g)
+    labels = torch.full((1, len(g)), -1)
+    if ignored:
+        labels[0, -ignored:] = -2
+    return torch.log(p / (1 - p)).view(1, -1, 1), labels
+
+
+def test_ghm_criterion_weights_by_the_moving_histogram():
+    crit = GHMCriterion(bins=4, momentum=0.75)
+    x1, labels1 = background_batch([0.1, 0.1, 0.1, 0.6, 0.9, 0.1], ignored=1)
+    crit.cls_loss(x1, labels1, torch.tensor(1.0))  # histogram (3, 0, 1, 1)
+    x2, labels2 = background_batch([0.1, 0.3, 0.4, 0.8])  # bins 0, 1, 1, 3: histogram (1, 2, 0, 1)
+    # moving counts (.75 * 3 + .25 * 1, 2 (first seen), 1 (empty now: kept), .75 + .25) =
+    # (2.5, 2, 1, 1); 3 bins non-empty: beta = 4 / (S n) = 4/7.5, 4/6, 4/6, 4/3; loss = sum
+    # beta BCE(x, 0) / 4 with BCE(x, 0) = -log(1 - g)
+    bce = -torch.log(1 - torch.tensor([0.1, 0.3, 0.4, 0.8]))
+    beta = torch.tensor([4 / 7.5, 4 / 6, 4 / 6, 4 / 3])
+    torch.testing.assert_close(crit.cls_loss(x2, labels2, torch.tensor(1.0)), (beta * bce).sum() / 4)
+    # without momentum the same batch weighs by its own histogram: 4 / (1 * 3), 4 / (2 * 3), ..
+    plain = GHMCriterion(bins=4)
+    beta = torch.tensor([4 / 3, 4 / 6, 4 / 6, 4 / 3])
+    torch.testing.assert_close(plain.cls_loss(x2, labels2, torch.tensor(1.0)), (beta * bce).sum() / 4)
+    assert (plain.bin_counts == 0).all()  # and keeps no histogram
+
+
+def test_ghm_a_bin_seen_once_is_averaged_not_restarted():
+    # first batch: one entry in bin 0; second: three. Moving count .75 * 1 + .25 * 3 = 1.5
+    crit = GHMCriterion(bins=2, momentum=0.75)
+    crit.update_counts(torch.tensor([0]), torch.tensor([True]))
+    got = crit.update_counts(torch.tensor([0, 0, 0]), torch.tensor([True, True, True]))
+    torch.testing.assert_close(got, torch.tensor([1.5, 0.0]))
