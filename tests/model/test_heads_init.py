@@ -31,6 +31,9 @@ def test_subnets_are_conv_norm_relu_blocks(group_norm):
     assert (head.cls_pred.in_channels, head.cls_pred.out_channels) == (32, 3 * 2)
     assert (head.box_pred.in_channels, head.box_pred.out_channels) == (32, 3 * 4)
     assert head.cls_pred.padding == head.box_pred.padding == (1, 1)
+    assert head.cls_pred.kernel_size == head.box_pred.kernel_size == (3, 3)
+    cls, box = head([torch.randn(2, 64, 6, 5)])  # maps of the features' size
+    assert (cls[0].shape, box[0].shape) == ((2, 6, 6, 5), (2, 12, 6, 5))
 
 
 @pytest.mark.parametrize("pi,bias", [(0.01, -math.log(99)), (0.1, -math.log(9)), (0.5, 0.0)])
@@ -77,6 +80,7 @@ def test_gfl_head_channels_and_scales():
     for make in (RetinaHead, GFLHead):
         with pytest.raises(ValueError, match="must be >= 1, got 0"):
             make(0)
+        assert make(1, channels=32, in_channels=32, num_convs=1).num_classes == 1  # NEON's one
 
 
 def test_heads_run_every_level_through_the_same_weights():
