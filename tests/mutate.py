@@ -50,7 +50,8 @@ ASSIGN = ["tests/assign/test_boundaries.py", "tests/assign/test_max_iou.py",
 MODULES: dict[str, list[str]] = {
     "retina/ops/boxes.py": ["tests/ops/test_boxes.py", "tests/ops/test_boundaries.py", CRITERIA,
                             GFL, "tests/ops/test_postprocess.py"],
-    "retina/ops/levels.py": ["tests/ops/test_levels.py", GFL, "tests/ops/test_postprocess.py"],
+    "retina/ops/levels.py": ["tests/ops/test_levels.py", "tests/ops/test_boundaries.py", GFL,
+                             "tests/ops/test_postprocess.py"],
     "retina/ops/postprocess.py": ["tests/ops/test_boundaries.py", "tests/ops/test_postprocess.py",
                                   "tests/export/test_graph_nms.py"],
     "retina/ops/tiles.py": ["tests/export/test_sliced.py"],
@@ -66,9 +67,12 @@ MODULES: dict[str, list[str]] = {
                              "tests/model/test_gfl_head.py"],
     "retina/model/gfl_head.py": ["tests/model/test_heads_init.py", "tests/model/test_gfl_head.py",
                                  GFL],
-    "retina/data/coco.py": ["tests/data/test_coco.py", "tests/data/test_image_checks.py"],
-    "retina/data/voc.py": ["tests/data/test_voc.py", "tests/data/test_convert.py"],
-    "retina/data/yolo.py": ["tests/data/test_yolo.py", "tests/data/test_convert.py"],
+    "retina/data/coco.py": ["tests/data/test_coco.py", "tests/data/test_reader_edges.py",
+                            "tests/data/test_image_checks.py"],
+    "retina/data/voc.py": ["tests/data/test_voc.py", "tests/data/test_reader_edges.py",
+                           "tests/data/test_convert.py"],
+    "retina/data/yolo.py": ["tests/data/test_yolo.py", "tests/data/test_reader_edges.py",
+                            "tests/data/test_convert.py"],
 }
 MATHS_DIRS = ("retina/ops", "retina/assign", "retina/losses")
 

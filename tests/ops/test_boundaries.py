@@ -17,6 +17,7 @@ import torch
 from torchvision.ops import nms
 
 from retina.ops.boxes import DELTA_CLAMP, DeltaCoder, DistanceCoder, decode_deltas
+from retina.ops.levels import foreground_logits
 from retina.ops.postprocess import Postprocess, clip_boxes, nms_rank
 
 # one level of 2 x 2 locations, one anchor each, far apart (no NMS between them)
@@ -148,3 +149,12 @@ def test_distance_encode_at_the_bin_limits():
     box = torch.tensor([[32.0, 32.0 - 8 * 15.99, 32.0 + 8 * 16, 32.0 + 8 * 3]])
     got = coder.encode(box, anchor)[0].tolist()
     assert got == [0.0, pytest.approx(15.99), pytest.approx(15.99), 3.0]
+
+
+def test_a_saturated_softmax_gives_a_finite_foreground_logit():
+    # background 0, the class 40 higher: p = 1 in float32 (1 - p = e^-40 < 2^-24); its logit
+    # log(p / (1 - p)) is clamped at 1 - p = 1.2e-7 (about 15.9), not +inf
+    maps = [torch.tensor([0.0, 40.0, -40.0]).view(1, 3, 1, 1)]  # K = 2
+    (out,) = foreground_logits(maps, 2)
+    assert torch.isfinite(out).all() and 15.0 < out[0, 0, 0, 0] < 17.0
+    assert out[0, 1, 0, 0] == pytest.approx(-80.0, abs=1e-3)  # log p - log(1 - p) = -80 - 0
