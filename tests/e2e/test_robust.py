@@ -100,7 +100,13 @@ def test_ddp_cpu_fast_dev_run(tmp_path):
                     command=("retina", "train"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "MEMBER: 2/2" in run.stdout + run.stderr  # two processes joined
-    assert "val/mAP" in json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    # one step in each process, one validation: the numbers are COCO's (in [0, 1], or -1 where
+    # no box of that size exists)
+    assert metrics["global_step"] == 1 and metrics["epoch"] == 1
+    coco = {k: v for k, v in metrics.items() if k.startswith("val/")}
+    assert {"val/mAP", "val/mAP_50", "val/AR_100"} <= coco.keys()
+    assert all(0 <= v <= 1 or v == -1 for v in coco.values()), coco
 
 
 @pytest.fixture
