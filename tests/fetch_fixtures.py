@@ -23,15 +23,22 @@ LABELME = ("labelme==6.3.1", (LABELME_VOC, LABELME_COCO))
 SAHI = ("sahi==0.12.8", (SAHI_DEMO,))
 
 
+def fixture_dir(spec_members: tuple[str, tuple[str, ...]]) -> Path:
+    """Where :func:`fetch_sdist` unpacks the sdist ``name==version`` (nothing is fetched)."""
+    name, version = spec_members[0].split("==")
+    return FIXTURES / f"{name}-{version}"
+
+
 def fetch_sdist(spec_members: tuple[str, tuple[str, ...]]) -> Path:
-    """Unpacked ``members`` (path prefixes) of the sdist ``name==version``, downloaded once.
+    """Unpacked ``members`` (path prefixes) of the sdist ``name==version``, downloaded once
+    (``make data``; the tests only read :func:`fixture_dir`).
 
     Raises:
         RuntimeError: the download failed or timed out (the message says which).
     """
     spec, members = spec_members
     name, version = spec.split("==")
-    target = FIXTURES / f"{name}-{version}"
+    target = fixture_dir(spec_members)
     if target.is_dir():
         return target
     FIXTURES.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """retina.bench.gpu_check: it says what it needs before running anything, and the commands it
 would run are valid for the bench and the training config."""
 
+import os
 import subprocess
 import sys
 
@@ -31,14 +32,11 @@ def test_missing_data_and_weights_say_how_to_get_them(monkeypatch, tmp_path):
     assert "mobilenet_v2-b0353104.pth" in found[1] and "offline_weights" in found[1]
 
 
-def test_without_cuda_the_check_refuses_before_running(capsys):
-    pytest.importorskip("torch")
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+def test_without_cuda_the_check_refuses_before_running():
+    # no CUDA device visible, on a GPU machine too
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     run = subprocess.run([sys.executable, "-m", "retina.bench.gpu_check", "dry=true"], cwd=ROOT,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=env)
     assert run.returncode == gpu_check.MISSING and "sees no CUDA device" in run.stderr
 
 

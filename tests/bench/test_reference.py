@@ -84,15 +84,28 @@ def test_torchvision_placement_flags_are_refused():
 
 
 def test_model_takes_the_anchors_and_postprocess():
-    anchors = matching_anchors(AnchorGenerator(anchor_scale=2.0, ratios=(1.0,), offset=0.5))
+    ours = AnchorGenerator(anchor_scale=2.0, ratios=(1.0,), offset=0.5)
+    anchors = matching_anchors(ours)
+    # scores start at the prior 0.01: a threshold of 0.005 keeps every candidate
     model = torchvision_mobilenet_retinanet(1, 128, weights=None, anchor_generator=anchors,
-                                            score_thresh=0.01, detections_per_img=100)
+                                            score_thresh=0.005, detections_per_img=50)
     assert model.anchor_generator is anchors
     assert model.head.classification_head.num_anchors == 3
-    assert (model.score_thresh, model.detections_per_img) == (0.01, 100)
+    assert (model.score_thresh, model.detections_per_img) == (0.005, 50)
     model.eval()
+    torch.manual_seed(0)
     with torch.no_grad():
+        reg = model.head.regression_head.bbox_reg  # box outputs 0: each box is its anchor
+        reg.weight.zero_(), reg.bias.zero_()
         (det,) = model([torch.rand(3, 128, 96)])
-    assert det["boxes"].shape[1] == 4
+    scores = det["scores"]
+    assert len(scores) == 50 and (scores > 0.005).all() and (scores[:-1] >= scores[1:]).all()
+    # every box is one of our anchors, clipped to the 96 x 128 image (P3-P7 of 128 x 96:
+    # 16 x 12, 8 x 6, 4 x 3, 2 x 2, 1 x 1)
+    clipped = torch.cat(ours([(16, 12), (8, 6), (4, 3), (2, 2), (1, 1)]))
+    clipped[:, 0::2] = clipped[:, 0::2].clamp(0, 96)
+    clipped[:, 1::2] = clipped[:, 1::2].clamp(0, 128)
+    nearest = (det["boxes"][:, None] - clipped[None]).abs().amax(dim=2).min(dim=1).values
+    assert (nearest < 1e-4).all(), nearest.max()
     default = torchvision_mobilenet_retinanet(1, 128, weights=None)
     assert default.head.classification_head.num_anchors == 9 and default.score_thresh == 0.05

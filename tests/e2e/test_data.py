@@ -7,7 +7,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +45,7 @@ def neon_fingerprint(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_prepare_neon(tmp_path: Path):
+def test_prepare_neon(tmp_path: Path, monkeypatch):
     assert importlib.util.find_spec("deepforest") is not None, "deepforest: run `make data`"
     root = neon.prepare_neon(tmp_path / "neon")
     stats = neon.summarize(root)
@@ -77,11 +76,14 @@ def test_prepare_neon(tmp_path: Path):
     # replaced neon.py's own tiler): the annotation files and the decoded tile pixels.
     assert neon_fingerprint(root) == NEON_TILES
 
-    # Second call: no work.
+    # Second call: no work (no split is written again, no file touched).
     mtime = (root / "annotations" / "train.json").stat().st_mtime_ns
-    start = time.perf_counter()
-    neon.prepare_neon(tmp_path / "neon")
-    assert time.perf_counter() - start < 0.5
+    with monkeypatch.context() as patch:
+        def no_work(*args, **kwargs):
+            raise AssertionError("prepare_neon wrote a split of prepared data again")
+
+        patch.setattr(neon, "_write_split", no_work)
+        assert neon.prepare_neon(tmp_path / "neon") == root
     assert (root / "annotations" / "train.json").stat().st_mtime_ns == mtime
 
     # Stale marker: rebuilt in place, no temporary folders left behind.

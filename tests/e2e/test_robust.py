@@ -100,7 +100,13 @@ def test_ddp_cpu_fast_dev_run(tmp_path):
                     command=("retina", "train"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "MEMBER: 2/2" in run.stdout + run.stderr  # two processes joined
-    assert "val/mAP" in json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    # one step in each process, one validation: the numbers are COCO's (in [0, 1], or -1 where
+    # no box of that size exists)
+    assert metrics["global_step"] == 1 and metrics["epoch"] == 1
+    coco = {k: v for k, v in metrics.items() if k.startswith("val/")}
+    assert {"val/mAP", "val/mAP_50", "val/AR_100"} <= coco.keys()
+    assert all(0 <= v <= 1 or v == -1 for v in coco.values()), coco
 
 
 @pytest.fixture
@@ -136,29 +142,36 @@ def test_ddp_validation_equals_one_process(tmp_path, val_subset):
     assert "metrics: " in (tmp_path / "two" / "train.log").read_text()
     assert "metrics: " not in (tmp_path / "two" / "train_ddp_process_1.log").read_text()
     # the report of best.ckpt: in one process; after DDP the log says how to write it
-    assert (tmp_path / "one" / "report" / "metrics.json").is_file()
+    report = json.loads((tmp_path / "one" / "report" / "metrics.json").read_text())
+    assert report["mAP"] == pytest.approx(m1["val/mAP"], abs=1e-12)  # best.ckpt: the one epoch's
+    assert report["mAP_50"] == pytest.approx(m1["val/mAP_50"], abs=1e-12) and report["mAP_50"] > 0
     assert not (tmp_path / "two" / "report").exists()
     assert "retina eval model=" in (tmp_path / "two" / "train.log").read_text()
 
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_last_epoch_end(tmp_path, monkeypatch):
+    # The run plans 50 epochs of 6 steps, far more than it gets: it is killed as soon as its
+    # first last.ckpt exists (polled, no sleep), wherever it then is (validating, saving, or
+    # training the next epoch). Resumed with max_epochs = saved epoch + 2, it trains one epoch.
     run_dir = tmp_path / "outputs" / "train" / "killed"
     last = run_dir / "checkpoints" / "last.ckpt"
-    epochs, per_epoch = 4, 6
-    args = [*SHORT, f"trainer.max_epochs={epochs}", f"trainer.limit_train_batches={per_epoch}",
-            "trainer.limit_val_batches=1", "trainer.max_time=null"]
+    per_epoch = 6
+    args = [*SHORT, f"trainer.limit_train_batches={per_epoch}", "trainer.limit_val_batches=1",
+            "trainer.max_time=null"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "retina.train", *TINY, *args, f"paths.log_dir={tmp_path / 'outputs'}",
-         f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "retina.train", *TINY, *args, "trainer.max_epochs=50",
+         f"paths.log_dir={tmp_path / 'outputs'}", f"hydra.run.dir={run_dir}"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + 900
         while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(1.0)  # into the next epoch's training steps
+        assert last.exists(), "no last.ckpt within 900 s" if proc.poll() is None else (
+            f"the run ended (exit {proc.returncode}) before its first checkpoint: "
+            f"{proc.stderr.read().decode()[-2000:]}")
         assert proc.poll() is None, "the run ended before it could be killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
@@ -167,7 +180,8 @@ def test_killed_run_resumes_from_last_epoch_end(tmp_path, monkeypatch):
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
     saved = load_checkpoint(last)  # complete: the kill left no half-written file
-    assert 0 <= saved["epoch"] < epochs - 1 and saved["global_step"] == (saved["epoch"] + 1) * per_epoch
+    assert saved["global_step"] == (saved["epoch"] + 1) * per_epoch
+    epochs = saved["epoch"] + 2
 
     first_steps = []
     training_step = DetectionModule.training_step
@@ -177,10 +191,12 @@ def test_killed_run_resumes_from_last_epoch_end(tmp_path, monkeypatch):
         return training_step(self, batch, batch_idx)
 
     monkeypatch.setattr(DetectionModule, "training_step", record)
-    cfg = compose_run([*TINY, *args, "ckpt_path=last"], run_dir)  # newest last.ckpt: the killed run's
+    # newest last.ckpt: the killed run's; a new max_epochs is a trainer limit, allowed
+    cfg = compose_run([*TINY, *args, f"trainer.max_epochs={epochs}", "ckpt_path=last"], run_dir)
     cfg.paths.log_dir = str(tmp_path / "outputs")
     metrics = train(cfg)
     assert first_steps[0] == (saved["epoch"] + 1, saved["global_step"])  # lost only the cut epoch
+    assert len(first_steps) == per_epoch  # one epoch more, not a fresh start
     assert metrics["epoch"] == epochs and metrics["global_step"] == epochs * per_epoch
     final = load_checkpoint(last)
     assert final["global_step"] == epochs * per_epoch and final["epoch"] == epochs - 1

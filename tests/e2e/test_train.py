@@ -2,6 +2,7 @@
 resume, and the same from the command line."""
 
 import copy
+import csv
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from retina.training.checkpoint import load_checkpoint
 from retina.training.config import ROOT
 from retina.training.module import DetectionModule
 from retina.training.run import train
+from tests.figures import lines_by_label, saved_figures
 from tests.helpers import TINY, TRAINED, evaluated
 
 SHORT = [
@@ -34,13 +36,25 @@ def test_resume_and_eval_reproduce_training(tiny_cfg, tmp_path, monkeypatch):
     # RetinaNet at 160 px with a low threshold: its untrained boxes are near the anchors and
     # some match trees, so the numbers compared below are not 0 == 0
     recipe = ("experiment=neon_retinanet", *TRAINED)
-    first = train(tiny_cfg(*recipe))
+    with saved_figures() as figures:
+        first = train(tiny_cfg(*recipe))
     assert first["stopped_early"] is False and first["epochs_planned"] == first["epoch"] == 1
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     saved = load_checkpoint(str(ckpt))
     assert saved["global_step"] == first["global_step"] == 2
     assert saved["hyper_parameters"]["class_names"] == ["Tree"]
-    assert (tmp_path / "run" / "training.png").stat().st_size > 10_000  # loss + mAP curves
+    # training.png: the logged losses of both steps and the validation numbers, as logged
+    rows = list(csv.DictReader(open(tmp_path / "run/csv/version_0/metrics.csv")))
+    logged = {k: [(int(r["step"]), float(r[k])) for r in rows if r.get(k)]
+              for k in ("train/loss", "train/loss_cls", "train/loss_box", "val/mAP_50")}
+    assert [s for s, _ in logged["train/loss"]] == [0, 1]
+    loss_ax, map_ax = figures["training.png"].axes
+    curves = lines_by_label(loss_ax)
+    for key in ("train/loss", "train/loss_cls", "train/loss_box"):
+        x, y = curves[key.split("/")[1]]
+        assert x == [s for s, _ in logged[key]] and y == pytest.approx([v for _, v in logged[key]])
+    x, y = lines_by_label(map_ax)["mAP_50"]
+    assert y == pytest.approx([first["val/mAP_50"]]) and [v for _, v in logged["val/mAP_50"]] == y
 
     # eval on the checkpoint gives the numbers written at the end of training
     metrics = evaluated(ckpt)
@@ -90,7 +104,15 @@ def test_command_line_train_then_eval(tmp_path):
     # the report of best.ckpt (the one epoch) is written at the end of training
     report = json.loads((tmp_path / "run" / "report" / "metrics.json").read_text())
     assert report["mAP"] == pytest.approx(metrics["val/mAP"], abs=1e-12)
-    assert (tmp_path / "run" / "report" / "errors.md").is_file()
+    # errors.md: its headline is the validation's mAP_50, a row per TIDE type as in metrics.json
+    errors_md = (tmp_path / "run" / "report" / "errors.md").read_text()
+    assert f"mAP_50 **{metrics['val/mAP_50']:.4f}**" in errors_md
+    rows = [line.strip("|").split("|") for line in errors_md.splitlines()
+            if line.startswith("| ") and not line.startswith("| error")]
+    assert {r[0].strip(): int(r[1]) for r in rows} == {
+        k: v["count"] for k, v in report["errors"]["types"].items()}
+    n_gt = len(json.loads((ROOT / "data/neon_trees/annotations/val.json").read_text())["annotations"])
+    assert 0 < report["errors"]["types"]["missed"]["count"] <= n_gt
     ev = subprocess.run(
         [sys.executable, "-m", "retina.eval", f"model={tmp_path / 'run/checkpoints/best.ckpt'}",
          "device=cpu", f"out={tmp_path / 'eval'}"],

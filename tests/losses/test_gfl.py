@@ -4,10 +4,8 @@ import pytest
 import torch
 from torchvision.ops import generalized_box_iou_loss
 
-from retina.losses.functional import distribution_focal_loss, quality_focal_loss
 from retina.losses.gfl import GFLCriterion
 from retina.model.gfl_head import GFLHead
-from retina.ops.boxes import paired_iou
 from retina.ops.levels import flatten_levels
 from tests.helpers import gfl_anchors
 
@@ -62,34 +60,21 @@ def test_criterion_finite_for_extreme_low_precision_outputs():
 
 
 def test_criterion_normalisation():
+    # two images, the second padding only; every class logit 3: every positive's weight is
+    # sigmoid(3) and the weights sum to >= 1, so the box losses are plain means over positives
     shapes, level, gt_boxes, gt_labels = tiny_batch(2)
     anchors, sizes = torch.cat(level), [len(a) for a in level]
     n = len(anchors)
     torch.manual_seed(0)
     box = torch.randn(2, n, 68)
-    crit = GFLCriterion()
-    # every class logit 3: every positive's weight is sigmoid(3) and the weights sum to >= 1,
-    # so the box losses are plain means over positives
     cls = torch.full((2, n, 3), 3.0)
-    losses = crit(cls, box, anchors, gt_boxes, gt_labels, sizes)
-    matches = crit.assigner(anchors, sizes, gt_boxes, gt_labels)
-    b_idx, a_idx = (matches >= 0).nonzero(as_tuple=True)
-    num_fg = len(b_idx)
-    assert losses["num_fg"] == num_fg and num_fg * torch.sigmoid(torch.tensor(3.0)) >= 1
-    pred = crit.coder.decode(box[b_idx, a_idx], anchors[a_idx])
-    gt = gt_boxes[b_idx, matches[b_idx, a_idx]]
-    giou = generalized_box_iou_loss(pred, gt).mean()
-    torch.testing.assert_close(losses["loss_box"], 2.0 * giou)
-    dfl = distribution_focal_loss(box[b_idx, a_idx].reshape(-1, 17),
-                                  crit.coder.encode(gt, anchors[a_idx]).reshape(-1)).mean()
-    torch.testing.assert_close(losses["loss_dfl"], 0.25 * dfl)
-    # QFL: summed, divided by the number of positives
-    labels = torch.full((2, n), 3)
-    labels[b_idx, a_idx] = gt_labels[b_idx, matches[b_idx, a_idx]]
-    scores = torch.zeros(2, n)
-    scores[b_idx, a_idx] = paired_iou(pred, gt)
-    qfl = quality_focal_loss(cls.reshape(-1, 3), labels.reshape(-1), scores.reshape(-1)).sum()
-    torch.testing.assert_close(losses["loss_cls"], qfl / num_fg)
+    losses = GFLCriterion()(cls, box, anchors, gt_boxes, gt_labels, sizes)
+    expected = paper_losses(level, cls, box, gt_boxes, gt_labels)
+    num_fg = expected["num_fg"]
+    assert int(losses["num_fg"]) == num_fg > 0 and num_fg * torch.sigmoid(torch.tensor(3.0)) >= 1
+    assert expected["weight_sum"] == pytest.approx(num_fg * float(torch.sigmoid(torch.tensor(3.0))))
+    for key in ("loss_cls", "loss_box", "loss_dfl"):
+        torch.testing.assert_close(float(losses[key]), expected[key], rtol=1e-4, atol=1e-6)
 
 
 def test_criterion_rejects_box_channels_of_another_reg_max():
@@ -131,34 +116,33 @@ def atss_by_loops(anchors: list[torch.Tensor], boxes: torch.Tensor, topk: int = 
     return {i: j for i, (_, j) in best.items()}
 
 
-def test_criterion_against_the_paper_formulas_with_varied_scores():
-    # One image with two boxes; random class logits, so each positive's GIoU and DFL terms
-    # carry a different weight (its highest class score), and the weights sum to < 1 or > 1
-    # depending on the scale: both normalisations of the paper's code are exercised.
-    shapes, level, gt_boxes, gt_labels = tiny_batch(2)
-    gt_boxes, gt_labels = gt_boxes[:1], gt_labels[:1]
-    anchors, sizes = torch.cat(level), [len(a) for a in level]
-    n, r1 = len(anchors), 17
-    g = torch.Generator().manual_seed(1)
-    box = torch.randn(1, n, 4 * r1, generator=g)
-    pairs = atss_by_loops(level, gt_boxes[0])
-    assert len(pairs) >= 3 and set(pairs.values()) == {0, 1}
-    for scale, floor in ((3.0, False), (-6.0, True)):  # weights sum > 1, then < 1
-        cls = scale + torch.randn(1, n, 3, generator=g)
-        losses = GFLCriterion()(cls, box, anchors, gt_boxes, gt_labels, sizes)
-        giou_sum = dfl_sum = weight_sum = qfl = 0.0
+def paper_losses(level: list[torch.Tensor], cls: torch.Tensor, box: torch.Tensor,
+                 gt_boxes: torch.Tensor, gt_labels: torch.Tensor) -> dict:
+    """GFL's three losses of a batch from the paper's formulas, per positive in float64: ATSS
+    by loops (:func:`atss_by_loops`), boxes decoded by hand, GIoU by torchvision, DFL and QFL
+    written out; box terms weighted by the positive's highest class score and divided by the
+    sum of those weights floored at 1, QFL summed over every anchor and class and divided by
+    the number of positives."""
+    anchors = torch.cat(level)
+    n, r1 = len(anchors), box.shape[-1] // 4
+    giou_sum = dfl_sum = weight_sum = qfl = 0.0
+    num_fg = 0
+    for b in range(len(cls)):
+        valid = gt_labels[b] >= 0
+        pairs = atss_by_loops(level, gt_boxes[b][valid]) if valid.any() else {}
+        num_fg += len(pairs)
         iou_of = {}
         for i, j in pairs.items():
-            a, gt = anchors[i].double(), gt_boxes[0, j].double()
+            a, gt = anchors[i].double(), gt_boxes[b][valid][j].double()
             stride = float(a[2] - a[0]) / 8  # anchor side 8 strides
             cx, cy = float(a[0] + a[2]) / 2, float(a[1] + a[3]) / 2
-            probs = box[0, i].double().view(4, r1).softmax(-1)
+            probs = box[b, i].double().view(4, r1).softmax(-1)
             dist = (probs * torch.arange(r1)).sum(-1) * stride  # expected l, t, r, b in pixels
             pred = torch.stack([cx - dist[0], cy - dist[1], cx + dist[2], cy + dist[3]])
-            w = float(cls[0, i].double().sigmoid().max())
+            w = float(cls[b, i].double().sigmoid().max())
             giou_sum += w * float(generalized_box_iou_loss(pred[None], gt[None]))
             target = torch.tensor([cx - gt[0], cy - gt[1], gt[2] - cx, gt[3] - cy]) / stride
-            target = target.clamp(0, 16 - 0.01)
+            target = target.clamp(0, r1 - 1 - 0.01)
             lo = target.floor().long()
             ce = -probs.log()
             dfl = ((lo + 1 - target) * ce[range(4), lo] + (target - lo) * ce[range(4), lo + 1])
@@ -168,18 +152,37 @@ def test_criterion_against_the_paper_formulas_with_varied_scores():
             ih = (torch.minimum(pred[3], gt[3]) - torch.maximum(pred[1], gt[1])).clamp(min=0)
             inter = iw * ih
             union = (pred[2] - pred[0]) * (pred[3] - pred[1]) + (gt[2] - gt[0]) * (gt[3] - gt[1])
-            iou_of[i] = (int(gt_labels[0, j]), float(inter / (union - inter)))
+            iou_of[i] = (int(gt_labels[b][valid][j]), float(inter / (union - inter)))
         # QFL over every anchor and class: BCE toward the IoU for a positive's own class,
         # toward 0 elsewhere, times |target - p|^2
-        p = cls[0].double().sigmoid()
+        p = cls[b].double().sigmoid()
         for i in range(n):
-            for c in range(3):
+            for c in range(cls.shape[-1]):
                 s = iou_of[i][1] if i in iou_of and iou_of[i][0] == c else 0.0
                 bce = -(s * p[i, c].log() + (1 - s) * (1 - p[i, c]).log())
                 qfl += float(bce * (s - p[i, c]).abs() ** 2)
-        norm = max(weight_sum, 1.0)
-        assert (weight_sum < 1) == floor
-        assert int(losses["num_fg"]) == len(pairs)
-        torch.testing.assert_close(float(losses["loss_box"]), 2.0 * giou_sum / norm, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(float(losses["loss_dfl"]), 0.25 * dfl_sum / norm, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(float(losses["loss_cls"]), qfl / len(pairs), rtol=1e-4, atol=1e-6)
+    norm = max(weight_sum, 1.0)
+    return {"loss_cls": qfl / max(num_fg, 1), "loss_box": 2.0 * giou_sum / norm,
+            "loss_dfl": 0.25 * dfl_sum / norm, "num_fg": num_fg, "weight_sum": weight_sum}
+
+
+def test_criterion_against_the_paper_formulas_with_varied_scores():
+    # One image with two boxes; random class logits, so each positive's GIoU and DFL terms
+    # carry a different weight (its highest class score), and the weights sum to < 1 or > 1
+    # depending on the scale: both normalisations of the paper's code are exercised.
+    shapes, level, gt_boxes, gt_labels = tiny_batch(2)
+    gt_boxes, gt_labels = gt_boxes[:1], gt_labels[:1]
+    anchors, sizes = torch.cat(level), [len(a) for a in level]
+    n = len(anchors)
+    g = torch.Generator().manual_seed(1)
+    box = torch.randn(1, n, 4 * 17, generator=g)
+    pairs = atss_by_loops(level, gt_boxes[0])
+    assert len(pairs) >= 3 and set(pairs.values()) == {0, 1}
+    for scale, floor in ((3.0, False), (-6.0, True)):  # weights sum > 1, then < 1
+        cls = scale + torch.randn(1, n, 3, generator=g)
+        losses = GFLCriterion()(cls, box, anchors, gt_boxes, gt_labels, sizes)
+        expected = paper_losses(level, cls, box, gt_boxes, gt_labels)
+        assert (expected["weight_sum"] < 1) == floor
+        assert int(losses["num_fg"]) == expected["num_fg"] == len(pairs)
+        for key in ("loss_cls", "loss_box", "loss_dfl"):
+            torch.testing.assert_close(float(losses[key]), expected[key], rtol=1e-4, atol=1e-6)

@@ -1,12 +1,14 @@
 """retina.ops.postprocess: against a per-image, per-class reference; GFL's spread."""
 
+import pytest
 import torch
 from torchvision.ops import batched_nms, nms
 
 from retina.model.anchors import AnchorGenerator
+from retina.ops import postprocess
 from retina.ops.boxes import DeltaCoder, DistanceCoder
 from retina.ops.levels import flatten_levels
-from retina.ops.postprocess import Postprocess, nms_rank, per_group_nms
+from retina.ops.postprocess import Postprocess, nms_rank, per_group_nms, top_per_image
 from tests.helpers import gfl_anchors, near_threshold_pairs
 from tests.helpers import per_group_nms as reference_nms
 
@@ -59,12 +61,39 @@ def test_agrees_with_per_image_per_class_reference():
         pp = Postprocess(DeltaCoder(), topk=topk, max_det=max_det)
         got = pp(cls, box, anchors, sizes)
         ref = reference(cls, box, anchors, sizes, pp, 4)
-        for g, r in zip(got, ref):
+        for g, r, (h, w) in zip(got, ref, sizes.tolist()):
             assert len(g["scores"]) == len(r["scores"]) > 0
             torch.testing.assert_close(g["scores"], r["scores"])
             torch.testing.assert_close(g["boxes"], r["boxes"], atol=1e-4, rtol=1e-5)
             assert torch.equal(g["labels"], r["labels"])
-            assert (g["boxes"][:, 2] <= sizes[0, 1]).all()
+            # inside this image's own size, and some box was clipped there (x2 at W, y2 at H)
+            x, y = g["boxes"][:, 0::2], g["boxes"][:, 1::2]
+            assert (x >= 0).all() and (x <= w).all() and (y >= 0).all() and (y <= h).all()
+            assert (x == w).any() and (y == h).any()
+
+
+@pytest.mark.parametrize("k,shift", [(1, -2.0), (3, -4.0)])
+def test_top_k_of_the_survivors_when_few_locations_pass(k, shift, monkeypatch):
+    # fewer than half of the locations pass (any class), but more than top-k scores per level
+    # and image: the survivors' own top-k (not the dense top-k of every logit)
+    gen = AnchorGenerator()
+    shapes = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+    anchors = gen(shapes)
+    sizes = torch.tensor([[128, 128], [100, 120]])
+    cls, box = random_outputs(2, k, 9, shapes, 11)
+    cls = [c + shift for c in cls]
+    calls = []
+    monkeypatch.setattr(postprocess, "top_per_image",
+                        lambda *a: calls.append(1) or top_per_image(*a))
+    pp = Postprocess(DeltaCoder(), topk=7, max_det=300)
+    got = pp(cls, box, anchors, sizes)
+    passing = [(c.view(2, 9, k, -1).amax(2) > pp.logit_thresh).float().mean() for c in cls]
+    assert max(passing) < 0.5 and calls  # what makes this the case it is named after
+    for g, r in zip(got, reference(cls, box, anchors, sizes, pp, k)):
+        assert len(g["scores"]) == len(r["scores"]) > 7
+        torch.testing.assert_close(g["scores"], r["scores"])
+        torch.testing.assert_close(g["boxes"], r["boxes"], atol=1e-4, rtol=1e-5)
+        assert torch.equal(g["labels"], r["labels"])
 
 
 def test_no_candidates_gives_empty_detections():

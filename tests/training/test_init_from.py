@@ -2,6 +2,7 @@
 strictly checked, with a fresh class predictor for another number of classes."""
 
 import logging
+import math
 
 import pytest
 import torch
@@ -9,7 +10,6 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 from safetensors.torch import save_file
 
-from retina.model.head import prior_bias
 from retina.training.checkpoint import module_from_checkpoint
 from retina.training.run import run_config_json
 
@@ -51,7 +51,8 @@ def test_other_classes_keep_the_prior_and_the_log_says_so(tiny_cfg, source, capl
     cls = {"head.cls_pred.weight", "head.cls_pred.bias"}
     assert all(torch.equal(theirs[k], v) for k, v in ours.items() if k not in cls)
     assert ours["head.cls_pred.weight"].shape[0] == 3  # 3 anchors x 1 class
-    torch.testing.assert_close(ours["head.cls_pred.bias"], torch.full((3,), prior_bias(0.01)))
+    # sigmoid(b) = 0.01: b = log(0.01 / 0.99) = -log 99 = -4.5951
+    torch.testing.assert_close(ours["head.cls_pred.bias"], torch.full((3,), -math.log(99)))
     assert ours["head.cls_pred.weight"].std() < 0.02  # the N(0, 0.01) initialisation
     assert "re-initialised with the prior (the file predicts 3 classes, this model 1)" in caplog.text
     assert f"{len(ours) - 2} tensors loaded (names and shapes checked)" in caplog.text
