@@ -187,7 +187,7 @@ examples:
   retina convert voc data/VOCdevkit/VOC2012 split=train out=train.json"""
 
 BENCH = """\
-usage: retina bench speed|accuracy|eval|scene|probe [key=value ...]
+usage: retina bench speed|accuracy|eval|scene|serve|probe [key=value ...]
 
 Benchmarks against torchvision's RetinaNet, each in one process and one run; write the
 probe's number beside any timing.
@@ -204,10 +204,31 @@ probe's number beside any timing.
            classes=80 repeats=3 out=FILE.json
   scene    a NEON model on the whole YELL scene, resized vs sliced: model=FILE tiles=[400]
            overlap=0.25 batch=4 draw=FILE.png out=FILE.json
+  serve    a load test of retina serve on loopback: model=FILE requests=500 concurrency=8
+           image=FILE max_batch=8 batch_timeout=0.01 time_limit=300 out=FILE.json
   probe    this machine's float32 matmul GFLOP/s
 
 example:
   retina bench speed quick=true out=speed.json"""
+
+SERVE = f"""\
+usage: retina serve model=FILE [port=8000] [host=127.0.0.1] [key=value ...]
+
+Serve a model over HTTP: POST /predict (image bytes or a multipart upload -> JSON boxes),
+GET /health, GET /info, and GET / a page to try it. Requests are batched across clients.
+
+options:
+  model=FILE             a checkpoint (.ckpt) or an export (.safetensors/.json, .pt, .onnx)
+  port=8000 (0: any free port)  host=127.0.0.1 (another host needs an API key)
+  runtime=auto|eager     eager: checkpoints and safetensors; exports run as they load
+  max_batch=8  batch_timeout=0.01  workers=1   images per call, seconds to wait, threads
+  max_bytes=50000000  max_pixels=50000000      upload and image limits (413 over them)
+  api_key=KEY            /predict and /info need header X-API-Key (default: $RETINA_API_KEY)
+  device=cpu|cuda  grace=30   seconds SIGTERM waits for the requests in flight
+
+example:
+  retina serve model={CKPT} port=8000
+  curl -H 'Content-Type: image/png' --data-binary @tile.png localhost:8000/predict"""
 
 TILE = """\
 usage: retina tile format=coco|voc|yolo (root=DIR [split=NAME] | ann=FILE images=DIR) out=DIR [key=value ...]
@@ -266,6 +287,8 @@ COMMANDS: dict[str, Command] = {
     "export-speed": Command("retina.infer.speed", "ms per tile: ONNX Runtime, TorchScript, "
                             "eager", EXPORT_SPEED, f"retina export-speed ckpt_path={CKPT}",
                             config="speed", hints={"ckpt_path": CKPT}),
+    "serve": Command("retina.serve", "serve a model over HTTP: /predict, batched, with a "
+                     "page to try it", SERVE, f"retina serve model={CKPT} port=8000"),
     "tile": Command("retina.data.tile", "cut large annotated images into training tiles",
                     TILE, "retina tile format=voc root=my_voc out=tiles tile=400"),
     "bench": Command("retina.bench.__main__", "speed, memory and accuracy against "
