@@ -15,11 +15,20 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omegaconf import MISSING
 
-from retina.cli import COMMANDS, USAGE_ERROR, fail, parse_options, print_usage, wants_help
+from retina.cli import (
+    COMMANDS,
+    USAGE_ERROR,
+    fail,
+    parse_options,
+    print_usage,
+    suggest,
+    wants_help,
+)
 
 if TYPE_CHECKING:
     import socket
@@ -48,8 +57,12 @@ class ServeConfig:
 
 
 def check(cfg: ServeConfig, api_key: str | None) -> None:
-    """Option values, or one line naming the key (exit 2)."""
+    """Option values, or one line naming the key (exit 2), before anything heavy is imported."""
     example = COMMANDS["serve"].example
+    model = Path(cfg.model)
+    if not model.is_file():
+        near = [p.name for p in model.parent.iterdir()] if model.parent.is_dir() else []
+        fail(f"model={cfg.model}: no such file{suggest(model.name, near)}", example)
     positive = {"max_batch": cfg.max_batch, "workers": cfg.workers, "max_bytes": cfg.max_bytes,
                 "max_pixels": cfg.max_pixels}
     for key, value in positive.items():

@@ -18,8 +18,8 @@ from torch import Tensor
 
 from retina.data.coco import rgb_array
 
-# PIL formats a server opens (MPO: the multi-picture JPEG of many cameras)
-FORMATS = ("PNG", "JPEG", "MPO", "TIFF", "BMP", "WEBP", "GIF")
+# PIL formats a server opens (JPEG includes the multi-picture JPEGs of many cameras)
+FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")
 MAX_BYTES = 50_000_000  # default upload limit
 MAX_PIXELS = 50_000_000  # default image limit (about 7000 x 7000; 150 MB as uint8 RGB)
 
