@@ -22,6 +22,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -84,12 +85,15 @@ def rss_mb(pid: int) -> float:
 
 def start_server(model: str | Path, port: int, options: list[str],
                  env: dict[str, str] | None = None) -> subprocess.Popen:
-    """``python -m retina serve model=... port=...``, its log to a pipe (read at the end)."""
-    return subprocess.Popen(
+    """``python -m retina serve model=... port=...``; its log goes to a temporary file
+    (``server.log``, read by :func:`stop_server`), never to a pipe that could fill up."""
+    log = tempfile.TemporaryFile("w+")
+    server = subprocess.Popen(
         [sys.executable, "-m", "retina", "serve", f"model={model}", f"host={HOST}",
          f"port={port}", *options],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, **(env or {})})
+        stdout=log, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+    server.log = log
+    return server
 
 
 def stop_server(server: subprocess.Popen, limit: float = 60.0) -> tuple[int, str]:
@@ -97,10 +101,13 @@ def stop_server(server: subprocess.Popen, limit: float = 60.0) -> tuple[int, str
     if server.poll() is None:
         server.send_signal(signal.SIGTERM)
     try:
-        _, log = server.communicate(timeout=limit)
+        server.wait(timeout=limit)
     except subprocess.TimeoutExpired:
         server.kill()
-        _, log = server.communicate()
+        server.wait()
+    server.log.seek(0)
+    log = server.log.read()
+    server.log.close()
     return server.returncode, log
 
 

@@ -3,14 +3,11 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from retina.infer.serving.model import Served
 
@@ -44,14 +41,6 @@ class FakePredictor:
         frac = torch.tensor([[0.1, 0.1, 0.5, 0.5], [0.5, 0.5, 0.9, 0.8], [0.0, 0.0, 0.2, 0.1]])
         return {"boxes": frac * torch.tensor([w, h, w, h]), "scores": torch.tensor([0.9, 0.6, 0.2]),
                 "labels": torch.tensor([0, 1, 0])}
-
-
-def png(width: int = 40, height: int = 30, mode: str = "RGB", seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).convert(mode).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from starlette.testclient import TestClient
 
 from retina.infer.serving.app import Limits, make_app
 from retina.infer.serving.batcher import Batcher
-from tests.infer.serving.conftest import CAT_IDS, NAMES, png
-from tests.infer.serving.test_decode import png_header
+from tests.helpers import png, png_header
 
 KEY = "s3cret"
 FORM_WITHOUT_FILE = b'--xyz\r\nContent-Disposition: form-data; name="conf"\r\n\r\n0.2\r\n--xyz--\r\n'
@@ -65,8 +64,8 @@ def test_options_in_the_query_or_the_form(client, served):
         pytest.approx([0.9, 0.6])
     assert [d["name"] for d in raw(client, data, classes="shrub").json()["detections"]] == ["shrub"]
     form = client.post("/predict", files={"image": ("x.png", data)},
-                       data={"max_det": "1", "classes": str(CAT_IDS[0])})
-    assert [d["name"] for d in form.json()["detections"]] == [NAMES[0]]
+                       data={"max_det": "1", "classes": "1"})  # category id 1: tree
+    assert [d["name"] for d in form.json()["detections"]] == ["tree"]
     assert raw(client, data, tile="64").json()["count"] == 3
     assert served.predictor.tiles == [64]  # window by window
 

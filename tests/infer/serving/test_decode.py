@@ -4,8 +4,6 @@ in one line with its status."""
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -13,19 +11,7 @@ from PIL import Image
 
 from retina.data.coco import read_rgb
 from retina.infer.serving.decode import BadRequest, decode_image
-from tests.infer.serving.conftest import png
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG that declares ``width`` x ``height`` RGB pixels and holds one row: a
-    decompression bomb's header without the bomb."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * (1 + 3 * 16))) + chunk(b"IEND", b""))
+from tests.helpers import png, png_header
 
 
 def refused(data: bytes, **kwargs) -> BadRequest:
