@@ -131,3 +131,23 @@ def test_submit_before_start_is_an_error():
     batcher = Batcher(Recorder().predict, Recorder().predict_large)
     with pytest.raises(RuntimeError, match="not running"):
         asyncio.run(batcher.submit(image(0)))
+
+
+def test_two_workers_run_batches_side_by_side():
+    rec = Recorder()
+    running, both = [0], threading.Event()
+    lock = threading.Lock()
+
+    def predict(images):  # returns once two calls overlap (or after 5 s)
+        with lock:
+            running[0] += 1
+            if running[0] == 2:
+                both.set()
+        both.wait(5)
+        with lock:
+            running[0] -= 1
+        return rec.predict(images)
+
+    batcher = Batcher(predict, rec.predict_large, max_batch=2, timeout=0.0, workers=2)
+    results = run(batcher, lambda: submit_all(batcher, range(8)))
+    assert both.is_set() and [float(r["scores"]) for r in results] == list(range(8))
