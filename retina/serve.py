@@ -91,8 +91,9 @@ def prepare(cfg: ServeConfig, api_key: str | None) -> tuple[Starlette, socket.so
     from retina.infer.serving.app import Limits, make_app
     from retina.infer.serving.batcher import Batcher
     from retina.infer.serving.model import load_served
-    from retina.infer.serving.server import bind
+    from retina.infer.serving.server import bind, return_freed_tensors_to_the_os
 
+    return_freed_tensors_to_the_os()  # before the model's first allocations
     if cfg.workers > 1:  # the threads share the cores
         torch.set_num_threads(max(1, torch.get_num_threads() // cfg.workers))
     served = load_served(cfg.model, cfg.runtime, cfg.device)

@@ -175,7 +175,7 @@ def test_without_the_key_a_request_is_refused(server):
 # ---------------------------------------------------------------- the page, in Chromium
 
 
-def chromium():
+def chromium(window: str = "1000,760"):
     """Headless Chromium through chromedriver (Debian's chromium and chromium-driver, which
     `make test` installs: the Makefile's `browser` target)."""
     from selenium import webdriver
@@ -188,7 +188,7 @@ def chromium():
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1000,760"):
+                f"--window-size={window}"):
         options.add_argument(arg)
     return webdriver.Chrome(options=options, service=Service(driver))
 
@@ -202,14 +202,16 @@ return window.drawnBoxes.map(b => [Array.from(ctx.getImageData(b.x, b.y + Math.f
 
 
 def try_the_page(url: str, image: Path, key: str | None, threshold: float,
-                 screenshot: Path | None = None):
+                 screenshot: Path | None = None, window: str = "1000,760"):
     """Open the page, give the key if asked, upload ``image``, draw boxes scoring >=
-    ``threshold``: the driver, left open (the caller quits it)."""
+    ``threshold`` (and save a screenshot): the driver, left open (the caller quits it).
+    docs/images/serve.png is ``try_the_page(URL, TILES[3], None, 0.3, PATH, "900,1000")``
+    over a trained model."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver = chromium()
+    driver = chromium(window)
     wait = WebDriverWait(driver, 60)
     driver.get(url)
     if key:
