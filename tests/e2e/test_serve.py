@@ -112,9 +112,11 @@ def assert_same(served: list[dict], written: list[dict]) -> None:
 
 
 def test_health_answers_within_10_s_of_start(server):
-    # 10 s on a quiet 2-core machine; on a loaded one the imports alone (torch, Lightning)
-    # take longer, and the server's own part (load, one warm-up image, bind) is held to 5 s
-    assert server.start_s <= max(10.0, server.imports_s + 5.0), (server.start_s, server.imports_s)
+    # 10 s on a quiet 2-core machine, most of it imports (torch, torchvision, Lightning).
+    # On a loaded one the imports alone can take longer, and everything slows alike: the
+    # server's own part (start, model, one warm-up image, bind) is held to half the imports
+    assert server.start_s <= max(10.0, 1.5 * server.imports_s + 2.0), (
+        server.start_s, server.imports_s)
     assert get(server.port, "/health")[0] == 200
 
 
@@ -205,7 +207,7 @@ def try_the_page(url: str, image: Path, key: str | None, threshold: float,
                  screenshot: Path | None = None, window: str = "1000,760"):
     """Open the page, give the key if asked, upload ``image``, draw boxes scoring >=
     ``threshold`` (and save a screenshot): the driver, left open (the caller quits it).
-    docs/images/serve.png is ``try_the_page(URL, TILES[3], None, 0.3, PATH, "900,1000")``
+    docs/images/serve.png is ``try_the_page(URL, TILES[0], None, 0.3, PATH, "900,1060")``
     over a trained model."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -217,7 +219,7 @@ def try_the_page(url: str, image: Path, key: str | None, threshold: float,
     if key:
         wait.until(lambda d: d.find_element(By.ID, "key").is_displayed())
         driver.find_element(By.ID, "key").send_keys(key, Keys.TAB)  # a change event
-    wait.until(lambda d: "classes" in d.find_element(By.ID, "model").text)
+    wait.until(lambda d: " class" in d.find_element(By.ID, "model").text)
     driver.find_element(By.ID, "file").send_keys(str(image))
     wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")
                in ("done", "error"))
