@@ -207,8 +207,8 @@ def try_the_page(url: str, image: Path, key: str | None, threshold: float,
                  screenshot: Path | None = None, window: str = "1000,760"):
     """Open the page, give the key if asked, upload ``image``, draw boxes scoring >=
     ``threshold`` (and save a screenshot): the driver, left open (the caller quits it).
-    docs/images/serve.png is ``try_the_page(URL, TILES[0], None, 0.3, PATH, "900,1060")``
-    over a trained model."""
+    docs/images/serve.png is ``try_the_page(URL, TILES[0], None, 0.04, PATH, "900,1260")``
+    over a model (see docs/serve.md)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
