@@ -11,6 +11,7 @@ across clients; SIGTERM answers the requests in flight, then ends. See
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
 API_KEY_ENV = "RETINA_API_KEY"
+# the `serve` extra: distribution -> the import names it may have
+SERVE_MODULES = {"starlette": ("starlette",), "uvicorn": ("uvicorn",),
+                 "python-multipart": ("python_multipart", "multipart")}
 
 
 @dataclass
@@ -59,6 +63,11 @@ class ServeConfig:
 def check(cfg: ServeConfig, api_key: str | None) -> None:
     """Option values, or one line naming the key (exit 2), before anything heavy is imported."""
     example = COMMANDS["serve"].example
+    missing = [name for name, modules in SERVE_MODULES.items()
+               if not any(importlib.util.find_spec(m) for m in modules)]
+    if missing:
+        fail(f"retina serve needs {', '.join(missing)}: pip install 'retina-det[serve]'",
+             example)
     model = Path(cfg.model)
     if not model.is_file():
         near = [p.name for p in model.parent.iterdir()] if model.parent.is_dir() else []

@@ -87,3 +87,15 @@ def test_a_key_from_the_environment_allows_another_host(tmp_path, monkeypatch, c
     model.write_text("not a model\n")
     assert serve(ServeConfig(model=str(model), host="0.0.0.0")) == 2  # past the host check
     assert "not a loadable PyTorch checkpoint" in one_line(capsys, "error: ")
+
+
+def test_without_the_serve_extra_the_command_says_what_to_install(tmp_path, monkeypatch,
+                                                                  capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    with pytest.raises(SystemExit):
+        serve(ServeConfig(model=str(tmp_path / "m.ckpt")))
+    one_line(capsys, "error: retina serve needs uvicorn: pip install 'retina-det[serve]'")
