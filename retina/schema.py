@@ -133,6 +133,8 @@ def model_file_problem(path: str | Path, kinds: tuple[str, ...] | None = None) -
     file is a zip archive (PyTorch's format); a JSON sidecar is JSON with the retina marker.
     """
     path = Path(path)
+    if not path.exists():
+        return "no such file"
     kind = KIND_OF_SUFFIX.get(path.suffix.lower())
     allowed = {s: k for s, k in KIND_OF_SUFFIX.items() if kinds is None or k in kinds}
     if kind not in allowed.values():
@@ -142,7 +144,7 @@ def model_file_problem(path: str | Path, kinds: tuple[str, ...] | None = None) -
         what = f"{names[kind]}, not {wanted}" if kind else "not a model file"
         return f"{what}; expected {', '.join(allowed)}"
     if not path.is_file():
-        return "no such file" + (" (it is a folder)" if path.is_dir() else "")
+        return "no such file (it is a folder)"
     if kind in ("checkpoint", "torchscript") and not zipfile.is_zipfile(path):
         return f"not a readable {kind} (PyTorch's files are zip archives): cut short or another file"
     if path.suffix.lower() == ".json":

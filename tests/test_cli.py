@@ -110,11 +110,11 @@ def test_a_name_means_the_same_in_every_command():
 
 def test_the_help_of_the_other_commands_names_every_option():
     # bench and convert write their help by hand around their subcommands
-    from retina.bench.__main__ import AccuracyOptions, SpeedOptions
+    from retina.bench.__main__ import AccuracyOptions, ServeOptions, SpeedOptions
     from retina.data.to_coco import ConvertOptions
 
     for schema, name in [(SpeedOptions, "bench"), (AccuracyOptions, "bench"),
-                         (ConvertOptions, "convert")]:
+                         (ServeOptions, "bench"), (ConvertOptions, "convert")]:
         fields = dataclasses.fields(schema)
         assert not [f.name for f in fields if f"{f.name}=" not in cli.COMMANDS[name].help()]
 

@@ -19,7 +19,7 @@ LAYERS = {
     "export": 5, "analysis": 5, "sweeps": 5,
     "infer": 6,  # runs the exports (and exports a checkpoint to compare or time runtimes)
     "bench": 7,  # benchmarks run the predictors (retina.bench scene)
-    "train": 8, "eval": 8, "predict": 8, "convert": 8, "check": 8, "__main__": 8,
+    "train": 8, "eval": 8, "predict": 8, "serve": 8, "convert": 8, "check": 8, "__main__": 8,
 }
 
 

@@ -6,6 +6,7 @@
     retina bench accuracy [minutes=10] [seeds=3 | seed=0] [models=[...]] [out=FILE]
     retina bench eval     # COCO evaluation time: faster-coco-eval vs pycocotools
     retina bench scene model=FILE [tiles=[400]] [overlap=0.25] [out=FILE]
+    retina bench serve model=FILE [requests=500] [concurrency=8] [out=FILE]   # loopback
     retina bench probe    # the machine's matmul GFLOP/s, to write beside any timing
 """
 
@@ -78,12 +79,28 @@ class SceneOptions:
 
 
 @dataclass
+class ServeOptions:
+    """A load test of retina serve on 127.0.0.1 (retina.bench.serve)."""
+
+    model: str | None = None  # checkpoint or export (retina.load); required
+    requests: int = 500
+    concurrency: int = 8  # clients at once
+    image: str | None = None  # the image every request sends (default: a NEON val tile)
+    max_batch: int = 8  # the server's options
+    batch_timeout: float = 0.01
+    workers: int = 1
+    runtime: str = "auto"
+    time_limit: float = 300.0  # seconds for the requests; what is left is not sent
+    out: str | None = None
+
+
+@dataclass
 class ProbeOptions:
     """Matmul GFLOP/s of this machine (2048^2 float32, best of 5)."""
 
 
 OPTIONS = {"speed": SpeedOptions, "accuracy": AccuracyOptions, "eval": EvalOptions,
-           "scene": SceneOptions, "probe": ProbeOptions}
+           "scene": SceneOptions, "serve": ServeOptions, "probe": ProbeOptions}
 
 
 def machine() -> dict:
@@ -138,6 +155,20 @@ def run(argv: list[str]) -> dict:
             fail("scene needs model=FILE (a checkpoint or an export)",
                  "retina bench scene model=outputs/train/<date>/checkpoints/best.ckpt")
         report = scene_bench(args.model, args.tiles, args.overlap, args.batch, draw=args.draw)
+    elif command == "serve":
+        from retina.bench.serve import serve_bench
+        from retina.bench.speed import matmul_peak_gflops
+
+        serve_example = "retina bench serve model=best.ckpt requests=500 concurrency=8"
+        if not args.model:
+            fail("serve needs model=FILE (a checkpoint or an export)", serve_example)
+        try:
+            report = serve_bench(args.model, args.requests, args.concurrency, args.image,
+                                 args.max_batch, args.batch_timeout, args.workers, args.runtime,
+                                 args.time_limit)
+        except (ValueError, FileNotFoundError, RuntimeError) as err:
+            fail(str(err), serve_example)
+        report["matmul_peak_gflops"] = round(matmul_peak_gflops(), 1)  # after, not beside it
     else:
         from retina.bench.accuracy import accuracy
 
@@ -151,6 +182,10 @@ def run(argv: list[str]) -> dict:
         print_speed(report)
     if command == "eval":
         print_eval(report)
+    if command == "serve":
+        from retina.bench.serve import print_serve
+
+        print_serve(report)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=2)

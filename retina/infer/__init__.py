@@ -3,6 +3,7 @@
     retina predict model=FILE images=DIR out=DIR [tile=N]
     retina parity ckpt_path=FILE         # eager vs TorchScript vs ONNX Runtime
     retina export-speed ckpt_path=FILE   # ms per tile of each runtime
+    retina serve model=FILE              # over HTTP, batched across clients (``serving``)
 
 ``load(path)`` (also ``retina.load``) returns a predictor for a training checkpoint or any
 export: :class:`Predictor` (eager PyTorch) or :class:`GraphPredictor` (TorchScript, ONNX
