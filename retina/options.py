@@ -305,7 +305,7 @@ TRAIN_RULES: dict[str, Rules] = {
     "optim.weight_decay": Rules("", low=0.0),
     "optim.momentum": Rules("", low=0.0, high=1.0),
     "loss.gamma": Rules("", low=0.0),
-    "loss.alpha": Rules("", low=0.0, high=1.0),
+    "loss.alpha": Rules("", high=1.0),  # negative: no alpha weighting (torchvision: -1)
     "loss.*_weight": Rules("", low=0.0),
     "loss.box_loss": Rules("", choices=("smooth_l1", "l1", "giou")),
     "loss.class_weights": Rules("", choices=("inverse", "log")),

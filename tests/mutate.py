@@ -56,10 +56,12 @@ MODULES: dict[str, list[str]] = {
                              "tests/ops/test_postprocess.py"],
     "retina/ops/postprocess.py": ["tests/ops/test_boundaries.py", "tests/ops/test_postprocess.py",
                                   "tests/export/test_graph_nms.py"],
-    "retina/ops/tiles.py": ["tests/export/test_sliced.py"],
+    "retina/ops/window_merge.py": ["tests/infer/test_sliced.py"],
+    "retina/ops/inference.py": ["tests/ops/test_inference.py", "tests/infer/test_one_path.py"],
     "retina/assign/common.py": ASSIGN + [CRITERIA, GRADIENTS, GFL, RETINANET],
     "retina/assign/max_iou.py": ASSIGN + [CRITERIA],
     "retina/assign/atss.py": ASSIGN + [GFL],
+    "retina/assign/ceiling.py": ["tests/assign/test_ceiling.py"],
     # fast, strong tests first: -x stops a killed mutant's run at its first failure
     "retina/losses/functional.py": [GRADIENTS, FUNCTIONAL, CRITERIA, RETINANET, GFL],
     "retina/losses/criterion.py": [CRITERIA, GRADIENTS, GFL, RETINANET],
@@ -72,9 +74,9 @@ MODULES: dict[str, list[str]] = {
     "retina/data/coco.py": ["tests/data/test_coco.py", "tests/data/test_reader_edges.py",
                             "tests/data/test_image_checks.py"],
     "retina/data/voc.py": ["tests/data/test_voc.py", "tests/data/test_reader_edges.py",
-                           "tests/data/test_convert.py"],
+                           "tests/data/test_to_coco.py"],
     "retina/data/yolo.py": ["tests/data/test_yolo.py", "tests/data/test_reader_edges.py",
-                            "tests/data/test_convert.py"],
+                            "tests/data/test_to_coco.py"],
 }
 MATHS_DIRS = ("retina/ops", "retina/assign", "retina/losses")
 
@@ -314,7 +316,8 @@ def check_mapping(modules: list[str]) -> None:
     for d in MATHS_DIRS:
         for p in sorted((ROOT / d).glob("*.py")):
             rel = p.relative_to(ROOT).as_posix()
-            if p.name != "__init__.py" and rel not in mapped:
+            shim = "retina.compat import moved" in p.read_text()  # an old path, no code
+            if p.name != "__init__.py" and rel not in mapped and not shim:
                 problems.append(f"{rel}: no tests mapped (add it to MODULES in tests/mutate.py)")
     for m in modules:
         problems += [f"{m}: test file {t} missing" for t in MODULES.get(m, [])

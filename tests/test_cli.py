@@ -239,7 +239,9 @@ def test_good_train_command_lines_pass_and_device_becomes_lightnings():
     for argv in (["-m", "loss.gamma=0,2", "experiment=neon_retinanet"],
                  ["-m", "hparams_search=focal_optuna", "experiment=neon_retinanet"],
                  ["--cfg", "job", "experiment=neon_retinanet", "loss.gamma=1.5"],
-                 ["ckpt_path=last"], ["+data.extra_key=1"], ["~callbacks.ema"]):
+                 ["ckpt_path=last"], ["+data.extra_key=1"], ["~callbacks.ema"],
+                 # lr 0: frozen weights; a negative alpha: no alpha weighting (torchvision's -1)
+                 ["optim.lr=0", "experiment=neon_retinanet", "loss.alpha=-1"]):
         cli.check_hydra_args("train", argv)  # no error
 
 
