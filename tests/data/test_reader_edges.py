@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from retina.data import CocoDetection, load_coco
-from retina.data.convert import convert
+from retina.data.to_coco import convert
 from retina.data.validate import AnnotationError
 from retina.data.voc import source_files
 

@@ -1,6 +1,7 @@
 """The options of one ``POST /predict`` (query string or form fields) and what they keep.
 
-    conf=0.3          keep detections scoring >= conf (default: all the model returns)
+    conf=0.3          keep detections scoring above conf, as retina predict's conf= (default:
+                      all the model returns)
     max_det=100       keep the best max_det
     classes=a,b       keep these classes (names, or dataset category ids)
     tile=400          predict window by window at native scale (large images)
@@ -85,7 +86,7 @@ def parse_options(raw: Mapping[str, str], class_names: Sequence[str],
 
 def select(det: dict[str, Tensor], options: RequestOptions) -> dict[str, Tensor]:
     """The detections that ``options`` keep, in their order (the predictors sort by score)."""
-    keep = det["scores"] >= options.conf if options.conf is not None else None
+    keep = det["scores"] > options.conf if options.conf is not None else None
     if options.classes is not None:
         wanted = det["labels"].new_tensor(options.classes)
         in_classes = (det["labels"][:, None] == wanted[None]).any(1)  # (D,)

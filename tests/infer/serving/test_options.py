@@ -46,7 +46,9 @@ def test_select_keeps_score_class_and_count():
     det = {"boxes": torch.arange(16.0).reshape(4, 4), "scores": torch.tensor([0.875, 0.75, 0.5, 0.125]),
            "labels": torch.tensor([0, 1, 0, 0])}
     assert select(det, RequestOptions()) is det
-    assert select(det, RequestOptions(conf=0.5))["scores"].tolist() == [0.875, 0.75, 0.5]
+    # above conf, as retina predict's conf= (the postprocess's score threshold): 0.5 is out
+    assert select(det, RequestOptions(conf=0.5))["scores"].tolist() == [0.875, 0.75]
+    assert select(det, RequestOptions(conf=0.4999))["scores"].tolist() == [0.875, 0.75, 0.5]
     kept = select(det, RequestOptions(classes=(0,), max_det=2))
     assert kept["scores"].tolist() == [0.875, 0.5] and kept["boxes"][1].tolist() == [8, 9, 10, 11]
     assert select(det, RequestOptions(conf=0.95))["boxes"].shape == (0, 4)
