@@ -132,6 +132,22 @@ def test_cut_boxes_only_at_inner_edges():
     assert cut_boxes(boxes, frames, (200, 100), 2.0).tolist() == [False, True, False, True]
 
 
+def test_cut_boxes_at_exactly_the_margin_on_each_inner_edge():
+    # a window inside a 300 x 300 scene on every side: a box exactly `margin` (2 px) from an
+    # inner edge is cut (the margin is inclusive), 2.5 px is not; each edge on its own
+    frame = torch.tensor([[100.0, 100, 200, 200]])
+    at = [[102.0, 150, 150, 160], [150, 102, 160, 150], [150, 150, 198, 160], [150, 150, 160, 198]]
+    off = [[102.5, 150, 150, 160], [150, 102.5, 160, 150], [150, 150, 197.5, 160],
+           [150, 150, 160, 197.5]]
+    for boxes, expected in ((at, True), (off, False)):
+        got = cut_boxes(torch.tensor(boxes), frame.expand(4, 4), (300, 300), 2.0)
+        assert got.tolist() == [expected] * 4, boxes
+    # the window in the corner of a 200 x 200 scene: its right and bottom edges are the
+    # scene's border, where a box is whole
+    got = cut_boxes(torch.tensor(at), frame.expand(4, 4), (200, 200), 2.0)
+    assert got.tolist() == [True, True, False, False]
+
+
 def test_overlapping_pairs_include_touching_windows():
     windows = torch.tensor([[0.0, 0, 10, 10], [10, 0, 20, 10], [30, 0, 40, 10], [0, 10, 10, 20]])
     assert overlapping_pairs(windows, 1.0, chunk=2).tolist() == [[0, 1], [0, 3], [1, 3]]

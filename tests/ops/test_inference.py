@@ -104,3 +104,40 @@ def test_a_softmax_head_scores_each_class_by_its_softmax_probability(padded):
         got_scores, got_labels = out[0]["scores"], out[0]["labels"]
     assert got_labels.tolist() == [1, 0]  # classes 0..K-1: channel 2 is class 1
     torch.testing.assert_close(got_scores, p[[2, 1]])
+
+
+class StubGFLNetwork(StubNetwork):
+    """GFL's layout: one square anchor per location (side 8 strides), one class, and per
+    side 17 bin logits; at the hot P3 cell the four sides' distributions differ (a peak with
+    spread at bin 2, 3, 4 and 5), so each side has its own non-zero spread."""
+
+    def __init__(self, row: int, col: int) -> None:
+        self.anchors = AnchorGenerator(anchor_scale=8.0, scales_per_octave=1, ratios=(1.0,))
+        self.head = SimpleNamespace(num_classes=1, background_class=False)
+        self.cls_maps = [torch.full((2, 1, SIZE // s, SIZE // s), LOW) for s in (8, 16, 32, 64, 128)]
+        self.cls_maps[0][:, 0, row, col] = 2.0
+        self.box_maps = [torch.zeros(2, 4 * 17, SIZE // s, SIZE // s) for s in (8, 16, 32, 64, 128)]
+        bins = torch.arange(17.0)
+        for side in range(4):
+            logits = -0.5 * (bins - (2 + side)) ** 2 / (0.5 + 0.25 * side)  # (17,)
+            self.box_maps[0][:, side * 17: (side + 1) * 17, row, col] = logits
+
+
+def test_the_gfl_spread_comes_back_in_each_images_own_pixels_in_both_forms():
+    from retina.ops.boxes import DistanceCoder
+
+    net = StubGFLNetwork(10, 12)
+    post = Postprocess(DistanceCoder(), score_thresh=0.05, nms_thresh=0.5, max_det=10)
+    images = torch.zeros(2, 3, SIZE, SIZE)
+    image_sizes = torch.tensor([[SIZE, SIZE], [SIZE, SIZE]])
+    orig = torch.tensor([[512, 128], [256, 256]])  # image 0: twice as high, half as wide
+    listed = detect(net, post, images, image_sizes, orig)
+    *_, num_dets, spread = detect(net, post, images, image_sizes, orig, padded=True)
+    unscaled = listed[1]["spread"]  # image 1 is its own network input
+    assert unscaled.shape == (1, 4) and (unscaled > 0).all()
+    assert len(set(unscaled[0].tolist())) == 4  # four different sides
+    # left and right scale by the width ratio (0.5), top and bottom by the height ratio (2)
+    torch.testing.assert_close(listed[0]["spread"], unscaled * torch.tensor([0.5, 2, 0.5, 2]))
+    for i in range(2):
+        assert int(num_dets[i]) == 1
+        torch.testing.assert_close(spread[i, :1], listed[i]["spread"])
