@@ -51,8 +51,9 @@ train: data
 test: data browser
 	$(BIN)/python -m pytest -q --durations=15 -m "not long" $(ARGS)
 
-# the `long` tests: inductor compiling a training run (needs a C compiler) and the wheel
-# installed into a fresh venv (needs the package index); ~10 minutes
+# the `long` tests: inductor compiling a training run (needs a C compiler), the wheel
+# installed into a fresh venv (needs the package index), the speed and accuracy benchmarks'
+# commands, and every runnable documented command on a tiny model; ~15 minutes
 test-long: data
 	$(BIN)/python -m pytest -q --durations=15 -m long $(ARGS)
 

@@ -7,7 +7,7 @@ import pytest
 from retina.training.config import ROOT
 
 
-@pytest.mark.slow
+@pytest.mark.long  # a benchmark: 1-4 minutes of timed loops
 def test_speed_quick_writes_every_measure_and_ratio(tmp_path):
     out = tmp_path / "speed.json"
     run = subprocess.run(

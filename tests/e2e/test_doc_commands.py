@@ -42,6 +42,7 @@ def test_most_documented_commands_of_these_kinds_run():
     assert len(RUNNABLE) >= 15 and {c.name for c in RUNNABLE} == set(RUN)
 
 
+@pytest.mark.long  # ~20 commands, 5-10 s each (make test checks them all: tests/test_doc_commands.py)
 @pytest.mark.parametrize("cmd", RUNNABLE, ids=str)
 def test_a_documented_command_runs(cmd: DocCommand, reader, tmp_path, capsys):
     argv = as_here(cmd, reader["model"], tmp_path)

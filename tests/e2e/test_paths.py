@@ -126,6 +126,7 @@ def test_measuring_commands_run(trained_retinanet, tmp_path):
     assert probe["matmul_peak_gflops"] > 1 and probe["machine"]["cpus"] >= 1
 
 
+@pytest.mark.long  # trains ours and torchvision's on NEON: over a minute
 def test_bench_accuracy_command_writes_its_report(tmp_path):
     out = tmp_path / "accuracy.json"
     command("retina.bench", "accuracy", "minutes=0.05", "seeds=2",
