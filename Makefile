@@ -61,7 +61,7 @@ test-quick: data
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 # mutation testing of the maths and data-reading modules against their fast tests
-# (tests/mutate.py; ~60 minutes on 2 cores; report in outputs/mutate/)
+# (tests/mutate.py; about 40 minutes on 2 cores, 564 mutants of 18 modules; report in outputs/mutate/)
 mutate: data
 	$(BIN)/python -m tests.mutate $(ARGS)
 

@@ -61,7 +61,10 @@ def test_tile_keep_empty_and_edge(source, tmp_path, capsys, edge, keep_empty):
 
 def test_tile_unknown_edge_is_a_one_line_error(source, tmp_path, capsys):
     root, _ = source
-    assert tile_main(["format=coco", f"ann={root / 'ann.json'}", f"images={root / 'src'}",
-                      f"out={tmp_path / 'tiles'}", "edge=wrap"]) == 2
-    assert "edge='wrap': expected one of ('shift', 'cut')" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        tile_main(["format=coco", f"ann={root / 'ann.json'}", f"images={root / 'src'}",
+                   f"out={tmp_path / 'tiles'}", "edge=wrap"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: edge=wrap: not one of shift, cut") and len(err.splitlines()) == 1
     assert not (tmp_path / "tiles").exists()  # checked before anything is written

@@ -1,5 +1,6 @@
 """First-hour mistakes, typed from an empty folder with a trained checkpoint at hand: each is a
-few lines naming the culprit, exit 2, no traceback, in seconds, and leaves the folder empty."""
+few lines naming the culprit, exit 2, no traceback, and leaves the folder empty (no wall-clock
+assertion: a loaded machine would fail it; most are answered before torch is imported)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -78,15 +78,12 @@ def files(trained_retinanet, tmp_path_factory) -> dict[str, str]:
 def test_a_mistake_is_a_few_lines_naming_it_and_leaves_nothing(argv, words, files, tmp_path):
     for name, path in files.items():
         argv = [a.replace(name, path) for a in argv]
-    start = time.monotonic()
     run = subprocess.run([sys.executable, "-m", "retina", *argv], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    seconds = time.monotonic() - start
     err = run.stderr.strip()
     assert run.returncode == 2, err[-2000:]
     assert "Traceback" not in err and len(err.splitlines()) <= 10, err[-2000:]
     error = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert len(error) == 1 and all(w in error[0] for w in words), err[-2000:]
-    assert seconds < 25, seconds
     assert list(Path(tmp_path).iterdir()) == [], [p.name for p in tmp_path.iterdir()]
