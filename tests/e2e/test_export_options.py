@@ -1,4 +1,4 @@
-"""``retina export ... opset= score_thresh= nms_thresh= max_det=``: the options reach the graph
+"""``retina export ... opset= conf= iou= max_det=``: the options reach the graph
 (the ONNX file's opset, and detections that obey the thresholds, checked with torchvision's
 ``box_iou``), on the session's tiny RetinaNet and NEON validation tiles."""
 
@@ -33,9 +33,8 @@ def test_export_options_reach_the_onnx_graph(trained_retinanet, tmp_path):
     assert sum(close_pairs(d, 0.3) for d in own) > 0  # pairs between IoU 0.3 and 0.5 here
 
     out = tmp_path / "model.onnx"
-    assert export_main([f"ckpt_path={trained_retinanet.ckpt}", "format=onnx", f"out={out}",
-                        "opset=19", f"score_thresh={thresh}", "nms_thresh=0.3", "max_det=7",
-                        f"paths.log_dir={tmp_path}"]) in (None, 0)
+    assert export_main([f"model={trained_retinanet.ckpt}", "format=onnx", f"out={out}",
+                        "opset=19", f"conf={thresh}", "iou=0.3", "max_det=7"]) == 0
     model = onnx.load(out)
     assert {o.domain: o.version for o in model.opset_import}[""] == 19
     dets = retina.load(out)(images)

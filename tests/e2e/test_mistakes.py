@@ -15,14 +15,14 @@ import pytest
 from retina.training.config import ROOT
 
 NEON = ROOT / "data" / "neon_trees"
-# (arguments after `retina`, words the error names); CKPT, ONNX, GARBAGE, BADJSON, ANN, DIR
+# (arguments after `retina`, words the error names); CKPT, ONNX, GARBAGE, BADJSON, KERAS, ANN, DIR
 # and RESULTS stand for the files of the `files` fixture
 MISTAKES = [
     (["predict", "model=CKPT", "images=DIR", "out=o", "conf=high"], ["conf=high", "a number"]),
     (["predict", "model=CKPT", "images=nothere", "out=o"], ["images=nothere"]),
     (["predict", "model=GARBAGE.ckpt", "images=DIR", "out=o"], ["GARBAGE.ckpt", "checkpoint"]),
     (["predict", "model=BADJSON", "images=DIR", "out=o"], ["bad.json", "not JSON"]),
-    (["predict", "model=model.h5", "images=DIR", "out=o"], ["model.h5", "not a model file"]),
+    (["predict", "model=KERAS.h5", "images=DIR", "out=o"], ["model.h5", "not a model file"]),
     (["predict", "model=CKPT", "images=DIR", "out=o", "classes=[Car]"], ["'Car'", "Tree"]),
     (["predict", "model=ONNX", "images=DIR", "out=o", "iou=0.3"], ["iou=0.3", "export again"]),
     (["predict", "model=CKPT", "images=DIR", "out=o", "batch_size=0"], ["batch_size=0"]),
@@ -64,12 +64,14 @@ def files(trained_retinanet, tmp_path_factory) -> dict[str, str]:
     tmp = tmp_path_factory.mktemp("files")
     onnx = export(from_checkpoint(trained_retinanet.ckpt), "onnx", tmp / "model.onnx")
     (tmp / "GARBAGE.ckpt").write_bytes(b"\x00garbage" * 100)
+    (tmp / "model.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))  # another library's model
     (tmp / "bad.json").write_text('{"format": "retina-detector", ')
     results = tmp / "results.json"
     results.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5],
                                     "score": 0.5}]))
     return {"CKPT": str(trained_retinanet.ckpt), "ONNX": str(onnx),
             "GARBAGE.ckpt": str(tmp / "GARBAGE.ckpt"), "BADJSON": str(tmp / "bad.json"),
+            "KERAS.h5": str(tmp / "model.h5"),
             "ANN": str(NEON / "annotations" / "val.json"), "DIR": str(NEON / "val"),
             "RESULTS": str(results)}
 
