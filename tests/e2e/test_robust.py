@@ -143,8 +143,10 @@ def test_ddp_validation_equals_one_process(tmp_path, val_subset):
     assert "metrics: " not in (tmp_path / "two" / "train_ddp_process_1.log").read_text()
     # the report of best.ckpt: in one process; after DDP the log says how to write it
     report = json.loads((tmp_path / "one" / "report" / "metrics.json").read_text())
-    assert report["mAP"] == pytest.approx(m1["val/mAP"], abs=1e-12)  # best.ckpt: the one epoch's
-    assert report["mAP_50"] == pytest.approx(m1["val/mAP_50"], abs=1e-12) and report["mAP_50"] > 0
+    # best.ckpt: the one epoch's weights, run again by the report (its own batches: float
+    # rounding moved mAP by 2e-11 on 2026-12-07; another checkpoint moves it by far more)
+    assert report["mAP"] == pytest.approx(m1["val/mAP"], abs=1e-6)
+    assert report["mAP_50"] == pytest.approx(m1["val/mAP_50"], abs=1e-6) and report["mAP_50"] > 0
     assert not (tmp_path / "two" / "report").exists()
     assert "retina eval model=" in (tmp_path / "two" / "train.log").read_text()
 
