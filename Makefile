@@ -47,15 +47,15 @@ browser:
 train: data
 	$(BIN)/retina train $(ARGS)
 
-# every test but the `long` ones, offline (what CI runs; docs/testing.md)
+# every test but the `long` ones and the notebooks, offline (what CI runs; docs/testing.md)
 test: data browser
-	$(BIN)/python -m pytest -q --durations=15 -m "not long" $(ARGS)
+	$(BIN)/python -m pytest -q --durations=15 -m "not long and not notebook" $(ARGS)
 
-# the `long` tests: inductor compiling a training run (needs a C compiler), the wheel
-# installed into a fresh venv (needs the package index), the speed and accuracy benchmarks'
-# commands, and every runnable documented command on a tiny model; ~15 minutes
+# the `long` tests and the notebooks: compiled training (inductor needs a C compiler), the
+# wheel installed into a fresh venv (needs the package index), the speed and accuracy
+# benchmarks' commands, every runnable documented command on a tiny model; ~20 minutes
 test-long: data
-	$(BIN)/python -m pytest -q --durations=15 -m long $(ARGS)
+	$(BIN)/python -m pytest -q --durations=15 -m "long or notebook" $(ARGS)
 
 test-quick: data
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)

@@ -113,6 +113,7 @@ def test_predict_one_file(trained_retinanet, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["detections"] == len(results)
 
 
+@pytest.mark.long  # parity and export-speed export twice: ~50 s (the formats' agreement: test_export.py)
 def test_measuring_commands_run(trained_retinanet, tmp_path):
     ckpt = trained_retinanet.ckpt
     parity = command("retina.infer.parity", f"model={ckpt}", "max_images=2", "num_random=0")

@@ -45,6 +45,7 @@ def trains_as_eager(tiny_cfg, run_dir: Path, trained, *switches: str) -> None:
             torch.testing.assert_close(ours[part][key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
+@pytest.mark.long  # compiles (aot_eager) and trains twice: over a minute
 def test_a_compiled_channels_last_model_trains_two_steps(tiny_cfg, tmp_path, trained_retinanet):
     trains_as_eager(tiny_cfg, tmp_path / "run", trained_retinanet, "model.channels_last=true", QUICK_COMPILE)
 
