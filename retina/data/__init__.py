@@ -3,7 +3,6 @@ collate, LightningDataModule, NEON prep."""
 
 from retina.data.coco import CocoDetection, load_coco, read_rgb
 from retina.data.collate import collate
-from retina.data.datamodule import DetectionDataModule, coco_paths
 from retina.data.transforms import eval_transforms, train_transforms
 
 __all__ = [
@@ -20,15 +19,16 @@ __all__ = [
 ]
 
 
+# Imported when first asked for: the data module imports Lightning (3 s on a 2-core machine),
+# which inference and `retina serve` do not need; `python -m retina.data.neon` (or .tile)
+# would otherwise find its module already imported by the package (runpy warns about that).
+LAZY = {"DetectionDataModule": "retina.data.datamodule", "coco_paths": "retina.data.datamodule",
+        "prepare_neon": "retina.data.neon", "windows": "retina.data.tile"}
+
+
 def __getattr__(name: str):
-    # Imported lazily so that `python -m retina.data.neon` does not find the module
-    # already imported by its package (runpy warns about that).
-    if name == "prepare_neon":
-        from retina.data.neon import prepare_neon
+    if name in LAZY:
+        import importlib
 
-        return prepare_neon
-    if name == "windows":  # likewise for `python -m retina.data.tile`
-        from retina.data.tile import windows
-
-        return windows
+        return getattr(importlib.import_module(LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -82,6 +82,12 @@ def run_config(ckpt: dict) -> DictConfig:
     return OmegaConf.create(read_run_config(ckpt["hyper_parameters"]["run_config"]))
 
 
+def detector_weights(ckpt: dict) -> dict[str, torch.Tensor]:
+    """The Detector's own state dict out of a checkpoint's module state dict."""
+    return {k.removeprefix("detector."): v for k, v in ckpt["state_dict"].items()
+            if k.startswith("detector.")}
+
+
 def module_from_checkpoint(ckpt: dict | str | Path):
     """The trained :class:`~retina.training.module.DetectionModule` of a checkpoint (a path
     or the dict of :func:`load_checkpoint`), weights loaded, in eval mode."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from retina.training.checkpoint import load_checkpoint, read_run_config, run_config
+from retina.training.checkpoint import detector_weights, load_checkpoint, read_run_config, run_config
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,7 @@ def read_detector_file(path: str | Path) -> tuple[dict[str, Tensor], dict | None
     if path.suffix != ".ckpt":
         raise ValueError(f"model.init_from={path}: expected a retina .ckpt or .safetensors file")
     ckpt = load_checkpoint(path)
-    state = {k.removeprefix("detector."): v for k, v in ckpt["state_dict"].items()
-             if k.startswith("detector.")}
-    return state, OmegaConf.to_container(run_config(ckpt).model.detector)
+    return detector_weights(ckpt), OmegaConf.to_container(run_config(ckpt).model.detector)
 
 
 def _leaves(node, prefix: str = ""):
