@@ -217,8 +217,9 @@ probe's number beside any timing.
            models=[retinanet,gfl,torchvision_fair,torchvision_default] out=FILE.json
   eval     COCO evaluation time, faster-coco-eval against pycocotools: images=500 dets=100
            classes=80 repeats=3 out=FILE.json
-  scene    a NEON model on the whole YELL scene, resized vs sliced: model=FILE tiles=[400]
-           overlap=0.25 batch=4 draw=FILE.png out=FILE.json
+  scene    a NEON model on the whole YELL scene, resized vs sliced, s/MP per runtime:
+           model=FILE tiles=[400] overlap=0.25 batch=4 runtimes=[eager,auto] (eager, auto,
+           onnx, openvino) tta=flip full_pass=true draw=FILE.png out=FILE.json
   serve    a load test of retina serve on loopback: model=FILE requests=500 concurrency=8
            image=FILE time_limit=300 out=FILE.json, and the server's max_batch=8
            batch_timeout=0.01 workers=1 runtime=auto

@@ -114,6 +114,32 @@ def classes() -> Any:
                "(null: all)")
 
 
+RUNTIMES = ("auto", "eager", "onnx", "openvino")  # retina.infer.runtimes.RUNTIMES
+
+
+def runtime() -> Any:
+    return opt("auto", "what runs a checkpoint or safetensors model: auto (ONNX Runtime when "
+               "installed, through a graph cached beside the model; eager PyTorch on a GPU or "
+               "for a min_size/max_size model), eager, onnx, openvino; a graph file runs in "
+               "its own", choices=RUNTIMES)
+
+
+def calib() -> Any:
+    return opt(None, "quantize=int8: a folder of training images to calibrate the 8-bit "
+               "ranges on", exists="dir")
+
+
+def calib_images() -> Any:
+    return opt(32, "quantize=int8: calibrate on this many images of calib (evenly spaced)",
+               low=1)
+
+
+def calib_method() -> Any:
+    return opt("minmax", "quantize=int8, ONNX: how activation ranges are set from the "
+               "calibration (ONNX Runtime's minmax, entropy or percentile)",
+               choices=("minmax", "entropy", "percentile"))
+
+
 # ---------------------------------------------------------------- the commands
 
 @dataclass
@@ -141,6 +167,17 @@ class PredictOptions:
                          low=0.0, high=0.9)
     merge: str = opt("nms", "sliced: how duplicates across windows merge",
                      choices=("nms", "fusion"))
+    runtime: str = runtime()
+    tta: str | None = opt(None, "test-time augmentation: flip (each image and its horizontal "
+                          "flip, boxes merged by merge=; twice the network time)",
+                          choices=("flip",))
+    full_pass: bool = opt(False, "sliced: also predict the whole image resized to the model "
+                          "input and merge its boxes with the windows' (finds objects larger "
+                          "than a window)")
+    devices: int = opt(1, "processes that share the files (Lightning's predict loop, one per "
+                       "device: CPU processes with device=cpu, else GPUs)", low=1)
+    num_nodes: int = opt(1, "machines that share the files (run the command on each, e.g. "
+                         "under srun or torchrun)", low=1)
     progress: bool = opt(True, "show a progress bar")
 
 
@@ -161,12 +198,12 @@ class EvalOptions:
 
 @dataclass
 class ExportOptions:
-    """``retina export``: a checkpoint as safetensors, TorchScript or ONNX."""
+    """``retina export``: a checkpoint as safetensors, TorchScript, ONNX or OpenVINO."""
 
     model: str = model("the checkpoint (.ckpt) of retina train", ("checkpoint",))
-    format: str = opt("onnx", "safetensors (weights + JSON, eager PyTorch), torchscript or onnx "
-                      "(one graph: uint8 images in, padded detections out)",
-                      choices=("safetensors", "torchscript", "onnx"))
+    format: str = opt("onnx", "safetensors (weights + JSON, eager PyTorch), torchscript, onnx "
+                      "or openvino (one graph: uint8 images in, padded detections out)",
+                      choices=("safetensors", "torchscript", "onnx", "openvino"))
     out: str | None = out(None, "the file to write (null: next to the checkpoint, with the "
                           "format's suffix)")
     input_size: list[int] | None = opt(None, "[H,W] the graph's network input (null: the "
@@ -175,6 +212,15 @@ class ExportOptions:
     conf: float | None = conf(None)
     iou: float | None = iou()
     max_det: int | None = max_det()
+    quantize: str | None = opt(None, "int8: static INT8 quantization of the network (onnx: "
+                               "ONNX Runtime, QDQ; openvino: NNCF), calibrated on calib",
+                               choices=("int8",))
+    calib: str | None = calib()
+    calib_images: int = calib_images()
+    calib_method: str = calib_method()
+    precision: str = opt("fp32", "the network's float type in the graph: fp32, fp16 (GPUs: "
+                         "torchscript, onnx, openvino) or bf16 (torchscript)",
+                         choices=("fp32", "fp16", "bf16"))
 
 
 @dataclass
@@ -190,6 +236,9 @@ class ParityOptions:
     num_random: int = opt(2, "random images compared too (not in mAP)", low=0)
     batch_size: int = opt(4, "images per call", low=1)
     conf: float | None = conf(None)
+    calib: str | None = opt("data/neon_trees/train", "the INT8 rows: calibrate on these "
+                            "training images (null: no INT8 rows)", exists="dir")
+    calib_images: int = calib_images()
 
 
 @dataclass
@@ -205,6 +254,11 @@ class ExportSpeedOptions:
     threads: int | None = opt(None, "CPU threads of every runtime (null: torch's default)",
                               low=1)
     out: str | None = out(None, "keep the exports in this folder (null: a temporary one)")
+    calib: str | None = opt("data/neon_trees/train", "the INT8 rows: calibrate on these "
+                            "training images (null: no INT8 rows)", exists="dir")
+    calib_images: int = calib_images()
+    batch: int = opt(1, "tiles per call (the same tile repeated): batch 1 is one tile's "
+                     "latency, more shows what batching windows gains", low=1)
 
 
 @dataclass

@@ -16,8 +16,15 @@
 
 With ``tile=N`` each image is a scene predicted window by window at native scale
 (``predict_large``: N-px windows overlapping by ``overlap``, merged across seams by
-``merge``, read by windows, see ``retina.infer.sliced``); otherwise each image is resized
-to the model input.
+``merge``, read by windows, see ``retina.infer.sliced``; ``full_pass=true`` adds the whole
+scene resized to the model input); otherwise each image is resized to the model input.
+``tta=flip`` predicts each image (or window) and its horizontal flip (``retina.infer.tta``).
+
+A checkpoint or safetensors model runs in ``runtime`` (default ``auto``: ONNX Runtime
+through a graph cached beside the model when installed, see ``retina.infer.runtimes``;
+one log line names it). ``devices=N`` / ``num_nodes=M`` share the files among N processes
+per machine on M machines (``retina.infer.distributed``), gathered into one
+``results.json``.
 
 Results keep the detections scoring at least ``conf`` (the NMS at ``iou``, at most
 ``max_det`` per image or scene, only ``classes``; see :class:`retina.options.PredictOptions`).
@@ -121,7 +128,8 @@ def sliced(predictor, files: list[Path], cfg: PredictOptions) -> Iterator[tuple]
             continue
         with scene:
             det = predictor.predict_large(scene, cfg.tile, cfg.overlap, cfg.batch_size,
-                                          cfg.merge, progress=cfg.progress)
+                                          cfg.merge, progress=cfg.progress,
+                                          full_pass=cfg.full_pass)
             image = scene.read((0, 0, scene.width, scene.height)) if cfg.draw else None
         yield i, image, det
 
@@ -157,19 +165,76 @@ def selected(det: dict[str, Tensor], labels: set[int] | None, max_det: int | Non
     return {k: v[:max_det] for k, v in det.items()} if max_det else det
 
 
-def predict(cfg: PredictOptions) -> dict[str, int]:
-    """Run ``cfg.model`` over ``cfg.images`` and write the files of the module docstring.
-
-    Returns:
-        ``images`` read, ``skipped`` files, ``detections`` written.
-    """
+def load_predictor(cfg: PredictOptions, device: str | torch.device):
+    """The model of ``cfg`` in its runtime, with its postprocess set and ``tta``."""
     from retina.infer import load
+    from retina.infer.tta import FlipTTA
 
-    files, root = find_files(cfg.images)
-    predictor = load(cfg.model, device=torch_device(cfg.device))
+    predictor = load(cfg.model, device=device, runtime=cfg.runtime)
     # sliced: max_det caps the whole scene; each window keeps the model's own
     predictor.set_postprocess(score_thresh=cfg.conf, nms_thresh=cfg.iou,
                               max_det=None if cfg.tile else cfg.max_det)
+    return FlipTTA(predictor, cfg.merge) if cfg.tta == "flip" else predictor
+
+
+def check_combinations(cfg: PredictOptions) -> None:
+    """Options that do not go together, one line each (before anything is read)."""
+    if cfg.full_pass and not cfg.tile:
+        raise ValueError("full_pass=true adds a pass beside the windows of sliced prediction: "
+                         "add tile=N (or leave full_pass out: without tile every image is "
+                         "predicted whole)")
+    if (cfg.devices > 1 or cfg.num_nodes > 1) and ":" in cfg.device:
+        raise ValueError(f"devices={cfg.devices} with device={cfg.device}: the processes take "
+                         "a device each; give device=cuda (or device=cpu)")
+
+
+class FileWork:
+    """Predicts some of the files and writes what belongs to each (drawn/, geojson/);
+    returns per file its COCO results, or None for a file that is not an image."""
+
+    def __init__(self, cfg: PredictOptions, predictor, files: list[Path], names: list[str],
+                 ids: dict[str, int], labels: set[int] | None, out: Path) -> None:
+        self.cfg, self.predictor, self.files, self.names = cfg, predictor, files, names
+        self.ids, self.labels, self.out = ids, labels, out
+
+    def __call__(self, indices: list[int], bar: tqdm | None = None) -> list[list[dict] | None]:
+        cfg, predictor, out = self.cfg, self.predictor, self.out
+        records: list[list[dict] | None] = []
+        mine = [self.files[i] for i in indices]
+        for k, image, det in (sliced if cfg.tile else resized)(predictor, mine, cfg):
+            if bar is not None:
+                bar.update(1)
+            if det is None:
+                records.append(None)
+                continue
+            i = indices[k]
+            name = self.names[i]
+            det = selected({n: v.cpu() for n, v in det.items()}, self.labels, cfg.max_det)
+            records.append(to_coco_results([self.ids[name]], [det], predictor.cat_ids))
+            stem = name.replace("/", "__").rsplit(".", 1)[0]
+            if cfg.draw:
+                drawn = draw(image, det, predictor.class_names, cfg.draw_conf or cfg.conf)
+                (out / "drawn").mkdir(exist_ok=True)
+                Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out / "drawn" / f"{stem}.png")
+            if geo := georeference(self.files[i]):
+                write_geojson(out / "geojson" / f"{stem}.geojson",
+                              to_geojson(det, *geo, predictor.class_names, predictor.cat_ids))
+        return records
+
+
+def predict(cfg: PredictOptions) -> dict[str, int] | None:
+    """Run ``cfg.model`` over ``cfg.images`` and write the files of the module docstring.
+
+    Returns:
+        ``images`` read, ``skipped`` files, ``detections`` written (None on the processes
+        other than the first with ``devices`` / ``num_nodes``: the first writes the results).
+    """
+    check_combinations(cfg)
+    shared = cfg.devices > 1 or cfg.num_nodes > 1
+    files, root = find_files(cfg.images)
+    device = torch.device(torch_device(cfg.device))
+    # shared among processes on GPUs: each loads its own on its own GPU (this one: classes)
+    predictor = load_predictor(cfg, "cpu" if shared else device)
     labels = class_labels(cfg.classes, predictor.class_names, predictor.cat_ids)
     names = [p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name for p in files]
     ids = image_ids_from(cfg.ann, names) if cfg.ann else {n: i + 1 for i, n in enumerate(names)}
@@ -178,29 +243,30 @@ def predict(cfg: PredictOptions) -> dict[str, int]:
         raise ValueError(f"out={out} is a file; out= names a folder")
     out.mkdir(parents=True, exist_ok=True)
 
-    results, mapping, skipped = [], {}, 0
-    bar = tqdm(total=len(files), unit="img", disable=not cfg.progress, desc="predict")
-    for i, image, det in (sliced if cfg.tile else resized)(predictor, files, cfg):
-        bar.update(1)
-        if det is None:
-            skipped += 1
-            continue
-        name = names[i]
-        det = selected({k: v.cpu() for k, v in det.items()}, labels, cfg.max_det)
-        results += to_coco_results([ids[name]], [det], predictor.cat_ids)
-        mapping[name] = ids[name]
-        stem = name.replace("/", "__").rsplit(".", 1)[0]
-        if cfg.draw:
-            drawn = draw(image, det, predictor.class_names, cfg.draw_conf or cfg.conf)
-            (out / "drawn").mkdir(exist_ok=True)
-            Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out / "drawn" / f"{stem}.png")
-        if geo := georeference(files[i]):
-            write_geojson(out / "geojson" / f"{stem}.geojson",
-                          to_geojson(det, *geo, predictor.class_names, predictor.cat_ids))
-    bar.close()
+    if shared:
+        from retina.cli import lightning_device
+        from retina.infer.distributed import predict_shared
+
+        def make_work(rank_device: torch.device) -> FileWork:
+            here = predictor if rank_device.type == "cpu" else load_predictor(cfg, rank_device)
+            return FileWork(cfg, here, files, names, ids, labels, out)
+
+        accelerator, _ = lightning_device(device.type)
+        records = predict_shared(make_work, len(files), 1 if cfg.tile else cfg.batch_size,
+                                 accelerator, cfg.devices, cfg.num_nodes)
+        if records is None:  # not the first process
+            return None
+    else:
+        bar = tqdm(total=len(files), unit="img", disable=not cfg.progress, desc="predict")
+        records = FileWork(cfg, predictor, files, names, ids, labels, out)(
+            list(range(len(files))), bar)
+        bar.close()
+    results = [r for rec in records if rec is not None for r in rec]
+    mapping = {names[i]: ids[names[i]] for i, rec in enumerate(records) if rec is not None}
     (out / "results.json").write_text(json.dumps(results))
     (out / "images.json").write_text(json.dumps(mapping, indent=1))
-    summary = {"images": len(mapping), "skipped": skipped, "detections": len(results)}
+    summary = {"images": len(mapping), "skipped": len(files) - len(mapping),
+               "detections": len(results)}
     log.info("%s -> %s", summary, out)
     return summary
 
@@ -211,7 +277,9 @@ def parse(argv: list[str]) -> PredictOptions:
 
 
 def task(opts: PredictOptions) -> None:
-    print(json.dumps(predict(opts)))
+    summary = predict(opts)
+    if summary is not None:
+        print(json.dumps(summary))
 
 
 main = key_value_command("predict", task)

@@ -108,7 +108,8 @@ _NAME_OF_TARGET = {target: name for name, target in REGISTRY.items()}
 # The model files retina.load reads, by suffix, and as what.
 KIND_OF_SUFFIX = {
     ".json": "safetensors", ".safetensors": "safetensors", ".pt": "torchscript",
-    ".ts": "torchscript", ".torchscript": "torchscript", ".onnx": "onnx", ".ckpt": "checkpoint",
+    ".ts": "torchscript", ".torchscript": "torchscript", ".onnx": "onnx", ".xml": "openvino",
+    ".ckpt": "checkpoint",
 }
 MARKER = "retina-detector"  # the ``format`` of every export's metadata (the JSON sidecar)
 
@@ -139,7 +140,7 @@ def model_file_problem(path: str | Path, kinds: tuple[str, ...] | None = None) -
     allowed = {s: k for s, k in KIND_OF_SUFFIX.items() if kinds is None or k in kinds}
     if kind not in allowed.values():
         names = {"checkpoint": "a training checkpoint", "safetensors": "a safetensors export",
-                 "torchscript": "a TorchScript export", "onnx": "an ONNX export"}
+                 "torchscript": "a TorchScript export", "onnx": "an ONNX export", "openvino": "an OpenVINO export"}
         wanted = " or ".join(dict.fromkeys(names[k] for k in allowed.values()))
         what = f"{names[kind]}, not {wanted}" if kind else "not a model file"
         return f"{what}; expected {', '.join(allowed)}"

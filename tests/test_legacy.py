@@ -176,8 +176,9 @@ def test_old_checkpoint_exports_and_loads(name, tmp_path):
     eager = from_checkpoint(path).set_postprocess(score_thresh=0.0)
     expected = eager(ims)
     assert all(len(d["boxes"]) > 0 for d in expected)
-    by_load = retina.load(path).set_postprocess(score_thresh=0.0)(ims)
-    exported = load(export(eager, "safetensors", tmp_path / f"{name}.safetensors"))(ims)
+    by_load = retina.load(path, runtime="eager").set_postprocess(score_thresh=0.0)(ims)
+    exported = load(export(eager, "safetensors", tmp_path / f"{name}.safetensors"),
+                    runtime="eager")(ims)
     for got in (by_load, exported):
         assert_same_detections(got, expected)
 
@@ -193,7 +194,7 @@ def test_format_2_exports_detect_what_todays_exports_detect(name, tmp_path):
     sidecar = (FIXTURES / f"{name}.export.json").read_text()
     assert json.loads(sidecar)["format_version"] == 2
     (old_dir / "model.json").write_text(sidecar)
-    old, new = load(old_dir / "model.json"), load(today)
+    old, new = load(old_dir / "model.json", runtime="eager"), load(today, runtime="eager")
     assert old.meta.model == new.meta.model
     assert_same_detections(old(images()), new(images()))
 

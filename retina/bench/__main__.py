@@ -5,7 +5,8 @@
                        [precision=bf16-mixed] [compile=true] [out=FILE]
     retina bench accuracy [minutes=10] [seeds=3 | seed=0] [models=[...]] [out=FILE]
     retina bench eval     # COCO evaluation time: faster-coco-eval vs pycocotools
-    retina bench scene model=FILE [tiles=[400]] [overlap=0.25] [out=FILE]
+    retina bench scene model=FILE [tiles=[400]] [overlap=0.25] [runtimes=[eager,auto]]
+                       [tta=flip] [full_pass=true] [out=FILE]
     retina bench serve model=FILE [requests=500] [concurrency=8] [out=FILE]   # loopback
     retina bench probe    # the machine's matmul GFLOP/s, to write beside any timing
 """
@@ -22,7 +23,7 @@ from datetime import datetime, timezone
 import torch
 import torchvision
 
-from retina.cli import fail, parse_options, print_usage, split_positional, wants_help
+from retina.cli import fail, parse_options, print_usage, split_positional, suggest, wants_help
 
 
 @dataclass
@@ -75,6 +76,9 @@ class SceneOptions:
     overlap: float = 0.25
     batch: int = 4  # windows per network call
     draw: str | None = None  # write a PNG of both methods' detections here
+    runtimes: list[str] | None = None  # eager, auto, onnx, openvino (null: eager and auto)
+    tta: str | None = None  # flip: every method with test-time flip
+    full_pass: bool = False  # the sliced runs add a full pass
     out: str | None = None
 
 
@@ -154,7 +158,17 @@ def run(argv: list[str]) -> dict:
         if not args.model:
             fail("scene needs model=FILE (a checkpoint or an export)",
                  "retina bench scene model=outputs/train/<date>/checkpoints/best.ckpt")
-        report = scene_bench(args.model, args.tiles, args.overlap, args.batch, draw=args.draw)
+        from retina.options import RUNTIMES
+
+        for runtime in args.runtimes or []:
+            if runtime not in RUNTIMES:
+                fail(f"runtimes: {runtime!r} is not one of {', '.join(RUNTIMES)}"
+                     f"{suggest(str(runtime), RUNTIMES)}", "retina bench scene model=FILE "
+                     "runtimes=[eager,onnx]")
+        if args.tta not in (None, "flip"):
+            fail(f"tta={args.tta}: expected flip", "retina bench scene model=FILE tta=flip")
+        report = scene_bench(args.model, args.tiles, args.overlap, args.batch, draw=args.draw,
+                             runtimes=args.runtimes, tta=args.tta, full_pass=args.full_pass)
     elif command == "serve":
         from retina.bench.serve import serve_bench
         from retina.bench.speed import matmul_peak_gflops

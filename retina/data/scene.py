@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
 
 from retina.data.coco import rgb_array
 from retina.data.tile import Window, no_pixel_limit
@@ -49,6 +50,11 @@ class Scene:
     def read(self, window: Window) -> Tensor:
         """(3, y1 - y0, x1 - x0) uint8 RGB pixels of ``window`` = (x0, y0, x1, y1)."""
         raise NotImplementedError
+
+    def overview(self, height: int, width: int) -> Tensor:
+        """(3, height, width) uint8: the whole scene resized (antialiased bilinear)."""
+        whole = self.read((0, 0, self.width, self.height))
+        return TF.resize(whole, [height, width], antialias=True)
 
     def close(self) -> None:
         """Release the file."""
@@ -88,6 +94,11 @@ class PILScene(Scene):
     def read(self, window: Window) -> Tensor:
         rgb = rgb_array(self.image.crop(window))  # (h, w, 3)
         return torch.from_numpy(rgb).permute(2, 0, 1)  # (3, h, w)
+
+    def overview(self, height: int, width: int) -> Tensor:
+        """PIL's antialiased bilinear resize (no second copy of the scene)."""
+        small = self.image.resize((width, height), Image.Resampling.BILINEAR)
+        return torch.from_numpy(rgb_array(small)).permute(2, 0, 1)  # (3, h, w)
 
     def close(self) -> None:
         self.image.close()
@@ -138,6 +149,15 @@ class RasterioScene(Scene):
         x0, y0, x1, y1 = window
         bands = self.src.read(self.bands, window=RioWindow(x0, y0, x1 - x0, y1 - y0))
         return torch.from_numpy(np.ascontiguousarray(_to_uint8(bands, self.name)))  # (3, h, w)
+
+    def overview(self, height: int, width: int) -> Tensor:
+        """A decimated read (GDAL's average of each output pixel's source pixels, from the
+        file's overviews when it has them): the scene is never read whole."""
+        from rasterio.enums import Resampling
+
+        bands = self.src.read(self.bands, out_shape=(len(self.bands), height, width),
+                              resampling=Resampling.average)
+        return torch.from_numpy(np.ascontiguousarray(_to_uint8(bands, self.name)))
 
     def close(self) -> None:
         self.src.close()

@@ -1,17 +1,24 @@
-"""Writers of the three export formats.
+"""Writers of the export formats.
 
 - safetensors: the Detector's weights (no pickle) + a JSON sidecar (``ExportMeta``).
 - TorchScript: :class:`retina.export.graph.DetectionGraph` traced; metadata in the
   archive's ``extra/retina.json``.
 - ONNX: the same graph through the TorchScript-based exporter (opset >= 18 for the
   antialiased Resize), checked with ``onnx.checker``; metadata as ``metadata_props``
-  ``retina``.
+  ``retina``. INT8 (``quantize="int8"``): ``retina.export.quantize``.
+- OpenVINO IR (``.xml`` + ``.bin``): the ONNX graph converted by OpenVINO, metadata in its
+  ``rt_info``; INT8 through NNCF (``retina.export.openvino``).
+
+Graphs run the network in float32 unless ``precision`` says ``fp16`` (TorchScript, ONNX,
+OpenVINO) or ``bf16`` (TorchScript: ONNX's Conv has no bfloat16): exports for GPUs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -20,6 +27,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from retina.export.calibration import Calibration
 from retina.export.graph import DetectionGraph
 from retina.export.meta import ExportMeta
 from retina.model.detector import Detector
@@ -37,8 +45,14 @@ class Exportable(Protocol):
     meta: ExportMeta
 
 
-FORMATS = ("safetensors", "torchscript", "onnx")
-SUFFIXES = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx"}
+FORMATS = ("safetensors", "torchscript", "onnx", "openvino")
+SUFFIXES = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx",
+            "openvino": ".xml"}
+# the network's float type in a graph; which formats take it
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISION_FORMATS = {"fp32": FORMATS, "fp16": ("torchscript", "onnx", "openvino"),
+                     "bf16": ("torchscript",)}
+QUANTIZE_FORMATS = ("onnx", "openvino")  # quantize="int8"
 META_FILE = "retina.json"  # TorchScript extra file / ONNX metadata key "retina"
 OUTPUT_NAMES = ("boxes", "scores", "labels", "num_dets", "spread")
 MIN_OPSET = 18  # Resize with antialias
@@ -107,9 +121,11 @@ def graph_input_size(predictor: Exportable, input_size: tuple[int, int] | None) 
     )
 
 
-def build_graph(predictor: Exportable, input_size: tuple[int, int] | None = None) -> DetectionGraph:
+def build_graph(predictor: Exportable, input_size: tuple[int, int] | None = None,
+                resize: bool = True, precision: str = "fp32") -> DetectionGraph:
     """The traceable graph of ``predictor`` at a fixed network input size, on CPU, its batch
-    norms folded into the convolutions (``retina.model.fuse``)."""
+    norms folded into the convolutions (``retina.model.fuse``); ``resize=False``: without
+    the resize (images come at the input size); ``precision``: the network's float type."""
     h, w = graph_input_size(predictor, input_size)
     div = predictor.meta.size_divisible
     padded = (-(-h // div) * div, -(-w // div) * div)  # rounded up like collate
@@ -117,19 +133,26 @@ def build_graph(predictor: Exportable, input_size: tuple[int, int] | None = None
     with torch.no_grad():  # batch 2: GroupNorm refuses one value per group (1x1 P7, batch 1)
         cls_maps, _ = detector(torch.zeros(2, 3, *padded))
     anchors = detector.level_anchors(cls_maps)
-    return DetectionGraph(detector, predictor.postprocess, anchors, (h, w), padded).eval()
+    return DetectionGraph(detector, predictor.postprocess, anchors, (h, w), padded, resize,
+                          DTYPES[precision]).eval()
 
 
 def example_images(graph: DetectionGraph, batch_size: int = 2) -> Tensor:
-    """Tracing input whose size differs from the network input (the resize must be traced)."""
+    """Tracing input whose size differs from the network input (the resize must be traced);
+    for a graph without resize, of the input size."""
     h, w = graph.input_size
-    return torch.randint(0, 256, (batch_size, 3, h + 19, w + 7), dtype=torch.uint8,
+    grow = (19, 7) if graph.resize else (0, 0)
+    return torch.randint(0, 256, (batch_size, 3, h + grow[0], w + grow[1]), dtype=torch.uint8,
                          generator=torch.Generator().manual_seed(0))
 
 
-def graph_meta(predictor: Exportable, graph: DetectionGraph) -> ExportMeta:
-    """The predictor's metadata with the graph's fixed network input size."""
-    return dataclasses.replace(predictor.meta, graph_input_size=list(graph.input_size))
+def graph_meta(predictor: Exportable, graph: DetectionGraph, **source) -> ExportMeta:
+    """The predictor's metadata with the graph's fixed network input size, and ``source``
+    entries (precision, quantization) added to its ``source``."""
+    precision = next(k for k, v in DTYPES.items() if v == graph.dtype)
+    extra = {"precision": precision} if precision != "fp32" else {}
+    return dataclasses.replace(predictor.meta, graph_input_size=list(graph.input_size),
+                               source={**predictor.meta.source, **extra, **source})
 
 
 def _trace_quietly(fn, *args, **kwargs):
@@ -144,10 +167,11 @@ def _trace_quietly(fn, *args, **kwargs):
 
 
 def export_torchscript(
-    predictor: Exportable, out: str | Path, input_size: tuple[int, int] | None = None
+    predictor: Exportable, out: str | Path, input_size: tuple[int, int] | None = None,
+    precision: str = "fp32",
 ) -> Path:
     """Trace :class:`DetectionGraph` and save it with the metadata (see module docstring)."""
-    graph = build_graph(predictor, input_size)
+    graph = build_graph(predictor, input_size, precision=precision)
     with torch.no_grad():
         traced = _trace_quietly(torch.jit.trace, graph, example_images(graph), check_trace=False)
     out = Path(out)
@@ -177,9 +201,10 @@ def _resize_aa_symbolic(g, input, output_size, align_corners, scale_factors):
 
 def export_onnx(
     predictor: Exportable, out: str | Path, input_size: tuple[int, int] | None = None,
-    opset: int = MIN_OPSET,
+    opset: int = MIN_OPSET, resize: bool = True, precision: str = "fp32",
 ) -> Path:
-    """Export :class:`DetectionGraph` to ONNX with dynamic batch, height and width.
+    """Export :class:`DetectionGraph` to ONNX with dynamic batch, height and width (with
+    ``resize=False``: dynamic batch, the input size fixed).
 
     Uses the TorchScript-based exporter (``dynamo=False``): it maps torchvision's ``nms``
     to NonMaxSuppression; the antialiased resize gets the symbolic above.
@@ -188,11 +213,12 @@ def export_onnx(
 
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET} (Resize with antialias), got {opset}")
-    graph = build_graph(predictor, input_size)
+    graph = build_graph(predictor, input_size, resize, precision)
     with torch.no_grad():
         num_outputs = len(graph(example_images(graph)))
     names = list(OUTPUT_NAMES[:num_outputs])
-    dynamic = {"images": {0: "batch", 2: "height", 3: "width"}, **{n: {0: "batch"} for n in names}}
+    sizes = {2: "height", 3: "width"} if resize else {}
+    dynamic = {"images": {0: "batch", **sizes}, **{n: {0: "batch"} for n in names}}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.register_custom_op_symbolic("aten::_upsample_bilinear2d_aa", _resize_aa_symbolic,
@@ -204,24 +230,99 @@ def export_onnx(
             dynamic_axes=dynamic,
         )
     model = onnx.load(str(out))
-    entry = model.metadata_props.add()
-    entry.key, entry.value = "retina", graph_meta(predictor, graph).to_json()
+    set_onnx_meta(model, graph_meta(predictor, graph))
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(out))
     return out
 
 
-def export(
-    predictor: Exportable, fmt: str, out: str | Path, input_size: tuple[int, int] | None = None,
-    opset: int = MIN_OPSET,
-) -> Path:
-    """Write ``predictor`` in format ``fmt`` (one of :data:`FORMATS`) to ``out`` (its suffix
-    added when it has none, see :func:`output_path`); returns the file written."""
+def set_onnx_meta(model, meta: ExportMeta) -> None:
+    """Store ``meta`` as the ``retina`` entry of an ONNX model's ``metadata_props``."""
+    kept = [p for p in model.metadata_props if p.key != "retina"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "retina", meta.to_json()
+
+
+def onnx_meta(model) -> str:
+    """The ``retina`` metadata text of an ONNX model ("" when it has none)."""
+    return next((p.value for p in model.metadata_props if p.key == "retina"), "")
+
+
+@contextlib.contextmanager
+def quiet_onnxruntime():
+    """ONNX Runtime logs errors only inside (not its warnings about initializers it
+    removes, which every exported graph has: constants the exporter left unused)."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(2)  # its default
+
+
+def check_export(fmt: str, precision: str = "fp32", quantize: str | None = None,
+                 calibration: Calibration | None = None) -> None:
+    """One line naming the option for a combination no export writes."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if precision not in DTYPES:
+        raise ValueError(f"precision={precision}: not one of {', '.join(DTYPES)}")
+    if fmt not in PRECISION_FORMATS[precision]:
+        raise ValueError(f"precision={precision}: format={fmt} cannot hold it; formats with "
+                         f"{precision}: {', '.join(PRECISION_FORMATS[precision])}")
+    needs = {"onnx": [("onnx", "export")] + [("onnxruntime", "export")] * bool(quantize),
+             "openvino": [("onnx", "export"), ("openvino", "openvino")]
+             + [("nncf", "openvino")] * bool(quantize)}.get(fmt, [])
+    for package, extra in needs:
+        if importlib.util.find_spec(package) is None:
+            raise ValueError(f"format={fmt}{' quantize=' + quantize if quantize else ''} needs "
+                             f"{package}: pip install 'retina-det[{extra}]'")
+    if quantize is None:
+        return
+    if quantize != "int8":
+        raise ValueError(f"quantize={quantize}: expected int8")
+    if fmt not in QUANTIZE_FORMATS:
+        raise ValueError(f"quantize=int8: format={fmt} cannot hold it; use format=onnx or "
+                         "format=openvino")
+    if precision != "fp32":
+        raise ValueError(f"quantize=int8 quantizes the fp32 network: leave precision={precision}"
+                         " out")
+    if calibration is None:
+        raise ValueError("quantize=int8 needs calib=DIR: training images to calibrate on")
+
+
+def export(
+    predictor: Exportable, fmt: str, out: str | Path, input_size: tuple[int, int] | None = None,
+    opset: int = MIN_OPSET, resize: bool = True, precision: str = "fp32",
+    quantize: str | None = None, calibration: Calibration | None = None,
+) -> Path:
+    """Write ``predictor`` in format ``fmt`` (one of :data:`FORMATS`) to ``out`` (its suffix
+    added when it has none, see :func:`output_path`); returns the file written.
+
+    Args:
+        input_size: (h, w) of a graph's network input (default: the model's size).
+        opset: of ONNX (and of the ONNX an OpenVINO export converts).
+        resize: a graph resizes its images (False: it takes images of the input size).
+        precision: ``fp32``, ``fp16`` or ``bf16``: the network's float type in a graph.
+        quantize: ``"int8"``: static quantization of an ONNX or OpenVINO graph's network,
+            calibrated on ``calibration`` (``retina.export.quantize``).
+    """
+    check_export(fmt, precision, quantize, calibration)
     out = output_path(fmt, out)
     if fmt == "safetensors":
         return export_safetensors(predictor, out)
     if fmt == "torchscript":
-        return export_torchscript(predictor, out, input_size)
-    return export_onnx(predictor, out, input_size, opset)
+        return export_torchscript(predictor, out, input_size, precision)
+    if fmt == "openvino":
+        from retina.export.openvino import export_openvino
+
+        return export_openvino(predictor, out, input_size, opset, resize, precision,
+                               calibration if quantize else None)
+    if quantize:
+        from retina.export.quantize import export_onnx_int8
+
+        return export_onnx_int8(predictor, out, calibration, input_size, opset, resize)
+    return export_onnx(predictor, out, input_size, opset, resize, precision)

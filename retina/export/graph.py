@@ -11,12 +11,15 @@ TorchScript and ONNX exports trace :class:`DetectionGraph`. Its contract:
 
 with D = ``postprocess.max_det``; padding rows are zero (labels -1). Inside: resize
 to the fixed ``input_size`` (bilinear, antialiased, rounded to 8 bits like the uint8
-eval resize), zero-pad to ``padded_size`` (zero after normalisation instead, for a
-Detector with ``pad_after_norm``), then the one inference path
+eval resize; a graph built with ``resize=False`` takes images of exactly that size and
+has no resize: the runtimes' cached graphs, whose images torchvision resizes), zero-pad
+to ``padded_size`` (zero after normalisation instead, for a Detector with
+``pad_after_norm``), then the one inference path
 (:func:`retina.ops.inference.detect`, ``padded=True``: the eager candidates and NMS with
 fixed-size outputs, boxes rescaled to the given images).
 Anchors are constants of ``padded_size``: the network input size is fixed, the image
-size is not.
+size is not. With ``dtype`` float16 or bfloat16 the network runs in that type (weights
+and activations: exports for GPUs), the postprocess in float32.
 """
 
 from __future__ import annotations
@@ -42,6 +45,28 @@ def resize_uint8(images: Tensor, size: tuple[int, int]) -> Tensor:
     return x.round().clamp(0, 255) * (1.0 / 255)
 
 
+class CastNetwork(nn.Module):
+    """The detector in another float type: images cast to it, its maps back to float32 (for
+    the postprocess). Has what :func:`retina.ops.inference.detect` needs of a network."""
+
+    def __init__(self, detector: Detector, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.detector = detector.to(dtype)
+        self.dtype = dtype
+
+    @property
+    def head(self) -> nn.Module:
+        return self.detector.head
+
+    def forward(self, images: Tensor, image_sizes: Tensor | None = None
+                ) -> tuple[list[Tensor], list[Tensor]]:
+        cls_maps, box_maps = self.detector(images.to(self.dtype), image_sizes)
+        return [m.float() for m in cls_maps], [m.float() for m in box_maps]
+
+    def level_anchors(self, maps: list[Tensor]) -> list[Tensor]:
+        return self.detector.level_anchors(maps)
+
+
 class DetectionGraph(nn.Module):
     """uint8 images -> padded detections in their own pixels (see the module docstring).
 
@@ -52,14 +77,19 @@ class DetectionGraph(nn.Module):
         input_size: (h, w) the images are resized to (the eval resize target).
         padded_size: (H, W) network input, ``input_size`` rounded up to the padding
             multiple.
+        resize: resize the images to ``input_size`` (False: they come at that size).
+        dtype: the network's float type (float32; float16 or bfloat16 for GPUs).
     """
 
     def __init__(
         self, detector: Detector, postprocess: Postprocess, anchors: list[Tensor],
-        input_size: tuple[int, int], padded_size: tuple[int, int],
+        input_size: tuple[int, int], padded_size: tuple[int, int], resize: bool = True,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        self.detector = detector
+        self.detector = detector if dtype == torch.float32 else CastNetwork(detector, dtype)
+        self.resize = resize
+        self.dtype = dtype
         self.postprocess = postprocess
         for i, a in enumerate(anchors):
             self.register_buffer(f"anchors_{i}", a, persistent=False)
@@ -71,7 +101,10 @@ class DetectionGraph(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         """(B, 3, H, W) uint8 -> boxes, scores, labels, num_dets[, spread]."""
         h, w = self.input_size
-        x = resize_uint8(images, (h, w))  # (B, 3, h, w)
+        if self.resize:
+            x = resize_uint8(images, (h, w))  # (B, 3, h, w)
+        else:  # (B, 3, h, w) already
+            x = images.float() * (1.0 / 255)
         x = F.pad(x, (0, self.padded_size[1] - w, 0, self.padded_size[0] - h))  # (B, 3, H', W')
         anchors = [getattr(self, f"anchors_{i}") for i in range(self.num_levels)]
         in_hw = torch._shape_as_tensor(images)[2:][None]  # (1, 2) H, W of the given images

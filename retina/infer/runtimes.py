@@ -1,12 +1,21 @@
 """Load any export (or a training checkpoint) as a callable with one contract.
 
-``load(path)(images) -> detections``, whatever the format: see
+``load(path)(images) -> detections``, whatever the format and runtime: see
 :meth:`retina.infer.predictor.Predictor.__call__` for the contract.
+
+Runtimes (``runtime=``): ``eager`` PyTorch, ``onnx`` (ONNX Runtime), ``openvino``, and
+``auto``, the default: a graph file runs in its own runtime; a checkpoint or safetensors
+export runs in ONNX Runtime when it is installed, through a graph exported once and cached
+beside the model file (``retina.infer.graph_cache``), and eager PyTorch where no graph
+can run it: on a GPU, without ONNX Runtime, or for a model whose input size varies per
+image (``min_size`` / ``max_size``). One log line says which runtime runs, and why.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +24,14 @@ import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from retina.export.formats import META_FILE, OUTPUT_NAMES, sha256, sidecar_path
+from retina.cli import suggest
+from retina.export.formats import (
+    META_FILE,
+    OUTPUT_NAMES,
+    quiet_onnxruntime,
+    sha256,
+    sidecar_path,
+)
 from retina.export.meta import ExportMeta
 from retina.infer.predictor import (
     Detections,
@@ -29,7 +45,15 @@ from retina.infer.sliced import SlicedPrediction
 from retina.ops.levels import scale_to_original
 from retina.schema import KIND_OF_SUFFIX
 
+log = logging.getLogger(__name__)
+
 RunGraph = Callable[[Tensor], dict[str, Tensor]]  # uint8 (B, 3, H, W) -> padded outputs
+RUNTIMES = ("auto", "eager", "onnx", "openvino")
+# what runs each kind of file (retina.export.formats.KIND_OF_SUFFIX)
+RUNTIME_OF_KIND = {"torchscript": "torchscript", "onnx": "onnx", "openvino": "openvino"}
+RUNTIME_NAMES = {"eager": "eager PyTorch", "torchscript": "TorchScript", "onnx": "ONNX Runtime",
+                 "openvino": "OpenVINO"}
+RUNTIME_PACKAGES = {"onnx": ("onnxruntime", "export"), "openvino": ("openvino", "openvino")}
 
 
 class GraphPredictor(SlicedPrediction):
@@ -38,19 +62,23 @@ class GraphPredictor(SlicedPrediction):
     Images are resized to the graph's input size with torchvision's uint8 resize (the
     eval transform, so every runtime sees the same pixels) and the boxes mapped back.
     With ``graph_resize=True`` they go in as they are and the graph resizes them in
-    float (at most one 8-bit level away from torchvision's AVX uint8 resize).
+    float (at most one 8-bit level away from torchvision's AVX uint8 resize); a graph
+    exported without its resize (fixed input size) refuses that.
     ``predict_large`` predicts a scene window by window (``retina.infer.sliced``).
 
     Args:
         run: the graph as a function returning outputs by name (see ``graph.py``).
         meta: metadata stored in the export.
         graph_resize: let the graph resize.
+        runtime: what runs it (``torchscript``, ``onnx``, ``openvino``), for messages.
     """
 
-    def __init__(self, run: RunGraph, meta: ExportMeta, graph_resize: bool = False) -> None:
+    def __init__(self, run: RunGraph, meta: ExportMeta, graph_resize: bool = False,
+                 runtime: str = "onnx") -> None:
         self.run = run
         self.meta = meta
         self.graph_resize = graph_resize
+        self.runtime = runtime
         self.input_size = list(meta.graph_input_size)
         self.score_thresh: float | None = None  # stricter than the graph's: set_postprocess
         self.max_det: int | None = None
@@ -163,7 +191,25 @@ def load_torchscript(path: str | Path, graph_resize: bool = False) -> GraphPredi
     def run(images: Tensor) -> dict[str, Tensor]:
         return dict(zip(OUTPUT_NAMES, module(images)))
 
-    return GraphPredictor(run, meta, graph_resize)
+    return fixed_size_checked(GraphPredictor(run, meta, graph_resize, "torchscript"), None,
+                              path)
+
+
+def fixed_size_checked(predictor: GraphPredictor, input_shape: list | None, path: str | Path
+                       ) -> GraphPredictor:
+    """``predictor``, refusing ``graph_resize`` for a graph whose input size is fixed
+    (``input_shape`` (B, 3, H, W) with H and W numbers: exported without its resize)."""
+    fixed = input_shape is not None and all(isinstance(d, int) for d in input_shape[2:])
+    if fixed and predictor.graph_resize:
+        raise ValueError(f"{path} takes images of {input_shape[2]} x {input_shape[3]} only (it "
+                         "was exported without its resize): leave graph_resize out")
+    return predictor
+
+
+def cpu_threads(threads: int | None) -> int:
+    """Threads of a runtime: ``threads``, else torch's CPU budget (``torch.get_num_threads``,
+    which ``retina.training.cpu_budget`` and Lightning's launcher set)."""
+    return threads or torch.get_num_threads()
 
 
 def load_onnx(
@@ -172,18 +218,27 @@ def load_onnx(
 ) -> GraphPredictor:
     """A GraphPredictor over an ONNX export, run by ONNX Runtime.
 
+    The session: every graph optimisation (``ORT_ENABLE_ALL``: constant folding, fusions,
+    the NCHWc convolution layout), sequential execution, ``threads`` intra-op threads (one
+    operator at a time across the cores: a detector is a chain of convolutions), one
+    inter-op thread.
+
     Args:
         providers: ONNX Runtime execution providers (default CPU).
-        threads: intra-op threads (default: ONNX Runtime's choice).
+        threads: intra-op threads (default: torch's thread count, the process's CPU budget).
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = cpu_threads(threads)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # not its notes on initializers the exporter left unused
     try:
-        session = ort.InferenceSession(str(path), options,
-                                       providers=providers or ["CPUExecutionProvider"])
+        with quiet_onnxruntime():
+            session = ort.InferenceSession(str(path), options,
+                                           providers=providers or ["CPUExecutionProvider"])
     # ONNX Runtime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
     except Exception as err:  # noqa: BLE001
         raise ValueError(f"{path} is not a loadable ONNX model: {err}") from None
@@ -197,27 +252,109 @@ def load_onnx(
         outs = session.run(names, {"images": images.numpy()})
         return {n: torch.from_numpy(v) for n, v in zip(names, outs)}
 
-    return GraphPredictor(run, meta, graph_resize)
+    predictor = GraphPredictor(run, meta, graph_resize, "onnx")
+    return fixed_size_checked(predictor, session.get_inputs()[0].shape, path)
+
+
+def load_openvino(path: str | Path, graph_resize: bool = False, threads: int | None = None
+                  ) -> GraphPredictor:
+    """A GraphPredictor over an OpenVINO IR export (``.xml`` + ``.bin``), compiled for the
+    CPU: latency hint (one stream), ``threads`` threads (default: torch's), float32
+    inference (OpenVINO would run bf16 on CPUs with AMX / AVX512-BF16; an INT8 model keeps
+    its integer kernels)."""
+    import openvino as ov
+
+    core = ov.Core()
+    try:
+        model = core.read_model(str(path))
+    except RuntimeError as err:
+        raise ValueError(f"{path} is not a loadable OpenVINO model: "
+                         f"{str(err).splitlines()[0]}") from None
+    if not model.has_rt_info(["retina"]):
+        raise ValueError(f"{path} is OpenVINO IR but not a retina export (no 'retina' rt_info)")
+    meta = read_meta(model.get_rt_info(["retina"]).astype(str), path)
+    compiled = core.compile_model(model, "CPU", {
+        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": cpu_threads(threads),
+        "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    names = [o.get_any_name() for o in compiled.outputs]
+
+    def run(images: Tensor) -> dict[str, Tensor]:
+        outs = request.infer({"images": images.numpy()})
+        return {n: torch.from_numpy(outs[compiled.output(n)].copy()) for n in names}
+
+    shape = model.inputs[0].get_partial_shape()
+    dims = [d.get_length() if d.is_static else None for d in shape]
+    return fixed_size_checked(GraphPredictor(run, meta, graph_resize, "openvino"), dims, path)
+
+
+def installed(runtime: str) -> bool:
+    """Whether the package ``runtime`` (``onnx``, ``openvino``) needs is installed."""
+    return importlib.util.find_spec(RUNTIME_PACKAGES[runtime][0]) is not None
+
+
+def not_installed(runtime: str) -> str:
+    package, extra = RUNTIME_PACKAGES[runtime]
+    return f"{package} is not installed (pip install 'retina-det[{extra}]')"
+
+
+def choose_runtime(runtime: str, meta: ExportMeta, device: str | torch.device) -> tuple[str, str]:
+    """The runtime of a checkpoint or safetensors model, and why (see the module docstring).
+
+    Raises:
+        ValueError: ``runtime`` names one that cannot run this model here (one line naming
+            the option and what would).
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime={runtime}: not one of {', '.join(RUNTIMES)}"
+                         f"{suggest(runtime, RUNTIMES)}")
+    if runtime == "eager":
+        return "eager", "runtime=eager"
+    on_cpu = torch.device(device).type == "cpu"
+    variable = meta.size is None
+    why_not = (f"the model runs on {device} (ONNX Runtime and OpenVINO run here on the CPU)"
+               if not on_cpu else
+               f"the model resizes each image by min_size={meta.min_size} / max_size="
+               f"{meta.max_size}, so its input size varies per image and a graph's is fixed"
+               if variable else None)
+    if runtime == "auto":
+        if why_not:
+            return "eager", why_not
+        if not installed("onnx"):
+            return "eager", not_installed("onnx")
+        return "onnx", "runtime=auto: the fastest installed"
+    if why_not:
+        raise ValueError(f"runtime={runtime}: {why_not}; use runtime=eager"
+                         + (" (or export with input_size=[H,W] and load that)" if variable
+                            else ""))
+    if not installed(runtime):
+        raise ValueError(f"runtime={runtime}: {not_installed(runtime)}")
+    return runtime, f"runtime={runtime}"
 
 
 def load(
-    path: str | Path, device: str | torch.device = "cpu", **options
+    path: str | Path, device: str | torch.device = "cpu", runtime: str = "auto", **options
 ) -> Predictor | GraphPredictor:
     """A ready predictor from any export or a training checkpoint, chosen by suffix.
 
-    ``.safetensors`` / ``.json``: eager :class:`Predictor` from weights + sidecar;
-    ``.pt`` / ``.ts``: TorchScript; ``.onnx``: ONNX Runtime; ``.ckpt``: a ``retina.train``
-    checkpoint (read with ``weights_only=True``). All return detections in the pixels of
-    the given images (see :meth:`Predictor.__call__`).
+    ``.ckpt``: a ``retina.train`` checkpoint (read with ``weights_only=True``);
+    ``.safetensors`` / ``.json``: weights + sidecar; either runs in ``runtime`` (module
+    docstring: by default ONNX Runtime through a cached graph, else eager PyTorch).
+    ``.pt`` / ``.ts``: TorchScript; ``.onnx``: ONNX Runtime; ``.xml``: OpenVINO. All return
+    detections in the pixels of the given images (see :meth:`Predictor.__call__`).
 
     Args:
         path: the file.
-        device: for the eager formats.
-        options: ``graph_resize`` for TorchScript / ONNX; ``providers``, ``threads`` for ONNX.
+        device: where an eager model runs.
+        runtime: ``auto``, ``eager``, ``onnx`` or ``openvino`` (a graph file: ``auto`` or
+            its own).
+        options: ``graph_resize`` for graph files; ``threads`` for the runtimes (default:
+            torch's thread count); ``providers`` for ONNX Runtime.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not what its suffix says (the message names it).
+        ValueError: the file is not what its suffix says, or ``runtime`` cannot run it
+            (the message names it).
     """
     path = Path(path)
     kind = KIND_OF_SUFFIX.get(path.suffix.lower())
@@ -226,10 +363,25 @@ def load(
             f"{path}: unknown model file type; expected one of {', '.join(KIND_OF_SUFFIX)}")
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
-    if kind == "safetensors":
-        return load_safetensors(path, device)
-    if kind == "checkpoint":
-        return from_checkpoint(path, device)
-    if kind == "torchscript":
-        return load_torchscript(path, **options)
-    return load_onnx(path, **options)
+    if kind in ("safetensors", "checkpoint"):
+        eager = load_safetensors(path, device) if kind == "safetensors" else from_checkpoint(
+            path, device)
+        chosen, why = choose_runtime(runtime, eager.meta, device)
+        log.info("runtime: %s (%s)", RUNTIME_NAMES[chosen], why)
+        if chosen == "eager":
+            return eager
+        from retina.infer.graph_cache import CachedGraphPredictor
+
+        return CachedGraphPredictor(eager, chosen, path, options.get("threads"))
+    own = RUNTIME_OF_KIND[kind]
+    if runtime not in ("auto", own):
+        raise ValueError(f"runtime={runtime}: {path.name} is a {RUNTIME_NAMES[own]} graph; "
+                         f"use runtime=auto (or give a checkpoint to run in {runtime})")
+    if own in RUNTIME_PACKAGES and not installed(own):
+        raise ValueError(f"{path}: {not_installed(own)}")
+    loader = {"torchscript": load_torchscript, "onnx": load_onnx, "openvino": load_openvino}
+    if own == "torchscript":  # runs on torch's threads
+        options.pop("threads", None)
+    predictor = loader[own](path, **options)
+    log.info("runtime: %s (%s)", RUNTIME_NAMES[own], path.name)
+    return predictor

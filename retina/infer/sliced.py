@@ -8,6 +8,11 @@ the input side: no resize). Boxes are shifted to scene pixels and merged across 
 ``retina.ops.window_merge.merge_windows``: seams first (an object cut by a window border is kept
 once and whole), then class-wise NMS (or score-weighted fusion) of duplicates in overlaps.
 
+With ``full_pass`` the whole scene, resized to the network input (``Scene.overview``: a
+decimated read with rasterio), is predicted too and its boxes, mapped to scene pixels, are
+merged with the windows' by the same NMS (or fusion): an object larger than a window is
+then seen whole once (SAHI's "standard prediction" beside the slices).
+
 Memory: windows are read one batch at a time (``retina.data.scene``); with rasterio a
 GeoTIFF is never in memory whole, and no scene is ever converted to float.
 """
@@ -24,11 +29,23 @@ from tqdm import tqdm
 
 from retina.data.scene import Scene, open_scene
 from retina.data.tile import windows
-from retina.ops.window_merge import MERGES, merge_windows
+from retina.ops.window_merge import MERGES, merge_sets, merge_windows
 
 Detections = list[dict[str, Tensor]]
 # fraction of the tile within which a box touching an inner window edge counts as cut
 MARGIN = 0.02
+
+
+def overview_size(meta, width: int, height: int) -> tuple[int, int]:
+    """(h, w) a whole scene of ``width`` x ``height`` is read at for a full pass: the
+    network input of a fixed-size model, else the eval resize's ``min_size`` / ``max_size``
+    rule (aspect kept)."""
+    side = meta.size or (min(meta.graph_input_size) if meta.graph_input_size else None)
+    if side:
+        h, w = meta.graph_input_size or (side, side)
+        return int(h), int(w)
+    scale = min(meta.min_size / min(width, height), (meta.max_size or 10**9) / max(width, height))
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def native_side(meta) -> int:
@@ -46,8 +63,9 @@ def predict_scene(
     predict: Callable[[list[Tensor]], Detections], scene: Scene, tile: int,
     overlap: float = 0.25, batch_size: int = 4, iou_thresh: float = 0.5,
     margin: float | None = None, merge: str = "nms", progress: bool = False,
+    full_pass: tuple[int, int] | None = None,
 ) -> dict[str, Tensor]:
-    """Detections of a whole scene from its windows.
+    """Detections of a whole scene from its windows (and a full pass).
 
     Args:
         predict: a predictor: uint8 (3, h, w) images -> per image ``boxes`` (in its pixels),
@@ -61,6 +79,8 @@ def predict_scene(
             :data:`MARGIN` of ``tile``).
         merge: ``"nms"`` or ``"fusion"`` (see ``retina.ops.window_merge.merge_windows``).
         progress: show a tqdm bar over the windows.
+        full_pass: (h, w): also predict the whole scene read at that size, and merge its
+            boxes with the windows' (``merge`` at ``iou_thresh``).
 
     Returns:
         ``boxes`` (D, 4) x1y1x2y2 in scene pixels, ``scores`` (D,), ``labels`` (D,) and the
@@ -90,8 +110,19 @@ def predict_scene(
         bar.update(len(batch))
     bar.close()
     dets = {n: torch.cat([p[n] for p in parts]) for n in parts[0]}
-    return merge_windows(dets, torch.cat(window_of), torch.tensor(wins, dtype=torch.float32),
-                         (scene.width, scene.height), iou_thresh, margin, merge)
+    merged = merge_windows(dets, torch.cat(window_of), torch.tensor(wins, dtype=torch.float32),
+                           (scene.width, scene.height), iou_thresh, margin, merge)
+    if full_pass is None:
+        return merged
+    whole = {n: v.cpu() for n, v in predict([scene.overview(*full_pass)])[0].items()}
+    return merge_sets([merged, scaled(whole, scene.width / full_pass[1],
+                                      scene.height / full_pass[0])], iou_thresh, merge)
+
+
+def scaled(det: dict[str, Tensor], sx: float, sy: float) -> dict[str, Tensor]:
+    """Detections with x scaled by ``sx`` and y by ``sy`` (boxes, and a per-side spread)."""
+    factor = torch.tensor([sx, sy, sx, sy])
+    return {n: v * factor.to(v) if n in ("boxes", "spread") else v for n, v in det.items()}
 
 
 class SlicedPrediction:
@@ -110,6 +141,7 @@ class SlicedPrediction:
         self, scene: str | Path | Tensor | Scene, tile: int | None = None,
         overlap: float = 0.25, batch_size: int = 4, merge: str = "nms",
         iou_thresh: float | None = None, margin: float | None = None, progress: bool = False,
+        full_pass: bool = False,
     ) -> dict[str, Tensor]:
         """Detections of a scene larger than the network input, predicted window by window.
 
@@ -126,6 +158,8 @@ class SlicedPrediction:
             iou_thresh: of the merge (default: the model's NMS threshold).
             margin: see :func:`predict_scene`.
             progress: show a tqdm progress bar.
+            full_pass: also predict the whole scene resized to the network input
+                (:func:`overview_size`) and merge its boxes with the windows'.
 
         Returns:
             one image's detections in scene pixels (see ``Predictor.__call__``).
@@ -136,7 +170,8 @@ class SlicedPrediction:
             return predict_scene(
                 self, scene, tile or native_side(self.meta), overlap, batch_size,
                 self.meta.model["postprocess"]["nms_thresh"] if iou_thresh is None else iou_thresh,
-                margin, merge, progress)
+                margin, merge, progress,
+                overview_size(self.meta, scene.width, scene.height) if full_pass else None)
         finally:
             if opened:
                 scene.close()

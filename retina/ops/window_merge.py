@@ -240,3 +240,31 @@ def merge_windows(
     survivors = torch.cat([(~shared).nonzero().squeeze(1), cand[kept]])
     order = survivors[torch.argsort(out["scores"][survivors], descending=True, stable=True)]
     return {k: v[order] for k, v in out.items()}
+
+
+def merge_sets(sets: list[dict[str, Tensor]], iou_thresh: float, merge: str = "nms",
+               max_det: int | None = None) -> dict[str, Tensor]:
+    """Detections of one image from several predictions of it (test-time flips, a full pass
+    beside the windows): class-wise NMS over all of them, or with ``merge="fusion"`` each
+    kept box replaced by the score-weighted mean of the boxes it suppressed (:func:`fuse`).
+
+    Args:
+        sets: each ``boxes`` (N_i, 4) x1y1x2y2 in the same pixels, ``scores`` (N_i,),
+            ``labels`` (N_i,) and the same other per-box fields.
+        iou_thresh: IoU at which two boxes of a class are one object.
+        merge: ``"nms"`` or ``"fusion"``.
+        max_det: keep at most this many (None: all).
+
+    Returns:
+        the same fields, sorted by decreasing score; a kept box carries the other fields of
+        its own prediction.
+    """
+    if merge not in MERGES:
+        raise ValueError(f"merge={merge!r}: expected one of {MERGES}")
+    dets = {k: torch.cat([s[k] for s in sets]) for k in sets[0]}
+    kept = batched_nms(dets["boxes"], dets["scores"], dets["labels"], iou_thresh)  # by score
+    out = {k: v[kept[:max_det]] for k, v in dets.items()}
+    if merge == "fusion":
+        out["boxes"] = fuse(dets["boxes"], dets["scores"], dets["labels"], kept,
+                            iou_thresh)[:max_det]
+    return out

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from retina.cli import CONF_DIR
 from retina.conf import describe_recipe, with_recipe
+from retina.training.precision import apply_precision
 
 RECIPE_COMMANDS = ("train", "check")  # the commands whose recipe follows the data
 # the checkout's top folder (for the tests: an installed package has no such folder)
@@ -69,9 +70,13 @@ def derive(cfg: DictConfig, datamodule) -> None:
       channels (its class attribute ``background_class``: loss=softmax_focal|ohem), which the
       head then has; every reader (the criterion, ``retina.ops.inference``) takes it from there;
     - ``loss.class_weights`` given as ``inverse`` or ``log``: the numbers, from the training
-      annotations.
+      annotations;
+    - ``trainer.precision=auto``: ``bf16-mixed`` where the hardware computes bfloat16
+      natively, else ``32-true`` (``retina.training.precision``).
     """
     with open_dict(cfg):
+        if cfg.get("trainer") is not None:
+            apply_precision(cfg.trainer)
         cfg.model.detector.head.num_classes = datamodule.num_classes
         if get_class(cfg.model.criterion._target_).background_class:
             cfg.model.detector.head.background_class = True

@@ -37,8 +37,14 @@ def test_scene_scores_resized_and_sliced_on_the_whole_scene(trained_retinanet, t
                   f"draw={picture}", f"out={out}"])
     assert json.loads(out.read_text())["results"] == report["results"]
     assert report["trees"] == 279 and report["megapixels"] == pytest.approx(1249 * 1035 / 1e6)
-    assert set(report["results"]) == {"resize", "sliced tile=240"}
-    for row in report["results"].values():
+    assert set(report["results"]) == {f"{method} [{runtime}]" for method in (
+        "resize", "sliced tile=240") for runtime in ("eager", "auto")}
+    assert report["runtimes"] == ["eager", "auto"]  # a checkpoint: eager and ONNX Runtime
+    for name, row in report["results"].items():
+        if "[auto]" in name:  # the same detections, another runtime
+            eager = report["results"][name.replace("[auto]", "[eager]")]
+            assert row["detections"] == eager["detections"] and row["vs_eager"] > 0
+            assert row["scene_mAP_50"] == pytest.approx(eager["scene_mAP_50"], abs=1e-3)
         assert row["s_per_megapixel"] > 0 and row["detections"] > 0
         assert 0 <= row["mAP"] <= row["mAP_50"] <= 1 and 0 <= row["scene_AR"] <= 1
         assert row["scene_mAP_50"] >= row["mAP_50"] - 1e-9  # more detections, not fewer hits

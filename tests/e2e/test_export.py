@@ -20,8 +20,10 @@ from pycocotools.coco import COCO
 import retina
 from retina.data.coco import load_coco, read_rgb
 from retina.export import export
+from retina.export.calibration import Calibration
 from retina.infer import from_checkpoint
 from retina.infer.parity import format_table, match, parity
+from retina.infer.runtimes import installed
 from retina.infer.speed import format_table as speed_table
 from retina.infer.speed import speed
 from retina.predict import main as predict_main
@@ -53,13 +55,15 @@ def val_images(num: int | None = None) -> tuple[list[int], list[torch.Tensor]]:
 # ---------------------------------------------------------------- parity
 
 
-def _check_parity(ckpt: Path, tmp_path: Path, max_images: int) -> None:
+def _check_parity(ckpt: Path, tmp_path: Path, max_images: int,
+                  calibration: Calibration | None = None) -> dict[str, dict]:
     rows = parity(ckpt, VAL_ANN, VAL_IMAGES, tmp_path, batch_size=2, num_random=1,
-                  max_images=max_images)
+                  max_images=max_images, calibration=calibration)
     print(format_table(rows))
     by_name = {r["runtime"]: r for r in rows}
     assert by_name["eager (checkpoint)"]["dets"] > 50  # something to compare
-    for name in ("safetensors", "torchscript", "onnx runtime"):
+    exact = ["safetensors", "torchscript", "onnx runtime", "runtime=auto (cached graph)"]
+    for name in exact + ["openvino"] * installed("openvino"):
         row = by_name[name]
         assert row["ok"], (name, row)
         assert row["unmatched"] == 0 and row["box_rel"] <= 1e-3
@@ -70,12 +74,18 @@ def _check_parity(ckpt: Path, tmp_path: Path, max_images: int) -> None:
     assert by_name["torchscript"]["score_abs"] <= 1e-6
     # resizing inside the graph (in float) changes a few pixels by one 8-bit level
     assert by_name["onnx runtime, resize in graph"]["dets"] > 0
+    return by_name
 
 
 def test_retinanet_formats_agree(retinanet, tmp_path):
-    _check_parity(retinanet[0], tmp_path, max_images=3)
+    rows = _check_parity(retinanet[0], tmp_path, max_images=3,
+                         calibration=Calibration.from_folder(NEON / "train", 2))
     assert {p.name for p in tmp_path.iterdir()} >= {"model.safetensors", "model.json",
-                                                     "model.pt", "model.onnx"}
+                                                     "model.pt", "model.onnx", "model_int8.onnx"}
+    int8 = ["onnx runtime int8"] + ["openvino int8"] * installed("openvino")
+    for name in int8:  # their boxes move; two steps of training leave mAP_50 near 0 anyway
+        assert rows[name]["dets"] > 0 and rows[name]["ok"] in (True, False)
+    assert "int8: ok when mAP_50 is within 0.01" in format_table(list(rows.values()))
 
 
 @pytest.mark.slow
@@ -91,8 +101,9 @@ def test_gfl_formats_agree_with_spread(gfl, tmp_path):
 
 def test_safetensors_load_reproduces_eval_exactly(retinanet, exported):
     ckpt, metrics = retinanet
-    loaded = retina.load(exported["safetensors"])
-    assert retina.load(exported["safetensors"].with_suffix(".safetensors")).meta == loaded.meta
+    loaded = retina.load(exported["safetensors"], runtime="eager")
+    assert retina.load(exported["safetensors"].with_suffix(".safetensors"),
+                       runtime="eager").meta == loaded.meta
     sidecar = json.loads(exported["safetensors"].read_text())
     assert sidecar["class_names"] == ["Tree"] and sidecar["cat_ids"] == [1]
     assert sidecar["size"] == 160 and sidecar["model"]["detector"]["backbone"]["weights"] is None
@@ -113,7 +124,7 @@ def test_safetensors_load_reproduces_eval_exactly(retinanet, exported):
         results = to_coco_results(ids, dets, predictor.cat_ids)
         return coco_evaluate(load_coco(VAL_ANN), results, ids)[0]["mAP"]
 
-    unfolded = retina.load(exported["safetensors"])
+    unfolded = retina.load(exported["safetensors"], runtime="eager")
     unfolded.fold_bn = False
     assert np.float32(mAP_of(unfolded)) == np.float32(metrics["val/mAP"])  # logged as float32
     assert mAP_of(loaded) == pytest.approx(metrics["val/mAP"], rel=1e-3) and metrics["val/mAP"] > 0
@@ -302,11 +313,16 @@ def test_predict_takes_image_ids_from_coco_file(retinanet, exported, tmp_path):
 
 def test_speed_reports_each_runtime(retinanet):
     before = torch.get_num_threads()
-    rows = speed(retinanet[0], tile=160, repeats=2, warmup=1, threads=1)
+    rows = speed(retinanet[0], tile=160, repeats=2, warmup=1, threads=1,
+                 calibration=Calibration.from_folder(NEON / "train", 2), batch=2)
     assert torch.get_num_threads() == before  # later tests keep their threads
-    assert [r["runtime"] for r in rows] == ["eager pytorch", "torchscript", "onnx runtime"]
+    names = ["eager pytorch", "torchscript", "onnx runtime", "runtime=auto (onnx)"]
+    names += ["openvino"] * installed("openvino") + ["onnx runtime int8"]
+    names += ["openvino int8"] * installed("openvino")
+    assert [r["runtime"] for r in rows] == names
     assert all(r["median_ms"] >= r["min_ms"] > 0 for r in rows) and rows[0]["ratio"] == 1
-    assert "onnx runtime" in speed_table(rows)
+    assert all(r["batch"] == 2 for r in rows)
+    assert "onnx runtime int8" in speed_table(rows) and "batch 2" in speed_table(rows)
 
 
 def test_predict_keeps_what_conf_max_det_and_classes_ask_for(retinanet, tmp_path, capsys):

@@ -80,6 +80,7 @@ def test_min_max_size_model_exports_and_predicts(tiny_cfg, tmp_path):
     images = [read_rgb(p) for p in sorted(VAL_IMAGES.glob("*.png"))[:2]]
     expected = eager(images)
     assert all(len(d["boxes"]) > 0 for d in expected)
+    # runtime=auto: a graph cannot follow a min/max-size model: eager, exactly
     loaded = retina.load(export(eager, "safetensors", tmp_path / "m.safetensors"))(images)
     for a, b in zip(loaded, expected):
         assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
@@ -92,7 +93,7 @@ def test_min_max_size_model_exports_and_predicts(tiny_cfg, tmp_path):
 def test_load_reads_checkpoints_and_torchscript_under_both_suffixes(trained_gfl, tmp_path):
     images = [read_rgb(p) for p in sorted(VAL_IMAGES.glob("*.png"))[:2]]
     expected = from_checkpoint(trained_gfl.ckpt)(images)
-    from_ckpt = retina.load(trained_gfl.ckpt)(images)
+    from_ckpt = retina.load(trained_gfl.ckpt, runtime="eager")(images)
     script = export(from_checkpoint(trained_gfl.ckpt), "torchscript", tmp_path / "m.pt")
     shutil.copy(script, tmp_path / "m.ts")
     for got in (from_ckpt, retina.load(script)(images), retina.load(tmp_path / "m.ts")(images)):
