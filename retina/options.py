@@ -306,8 +306,7 @@ class ServeOptions:
     host: str = opt("127.0.0.1", "the address to listen on (another than loopback needs an "
                     "API key)")
     port: int = opt(8000, "the port (0: any free port, printed)", low=0, high=65535)
-    runtime: str = opt("auto", "eager: checkpoints and safetensors in PyTorch; auto: exports "
-                       "run as they load", choices=("auto", "eager"))
+    runtime: str = runtime()
     max_batch: int = opt(8, "images per network call, across clients", low=1)
     batch_timeout: float = opt(0.01, "seconds the first image of a batch waits for others",
                                low=0.0)

@@ -375,8 +375,8 @@ def load(
         return CachedGraphPredictor(eager, chosen, path, options.get("threads"))
     own = RUNTIME_OF_KIND[kind]
     if runtime not in ("auto", own):
-        raise ValueError(f"runtime={runtime}: {path.name} is a {RUNTIME_NAMES[own]} graph; "
-                         f"use runtime=auto (or give a checkpoint to run in {runtime})")
+        raise ValueError(f"runtime={runtime}: {path.name} runs in {RUNTIME_NAMES[own]}; use "
+                         f"runtime=auto (or give a checkpoint to run in {runtime})")
     if own in RUNTIME_PACKAGES and not installed(own):
         raise ValueError(f"{path}: {not_installed(own)}")
     loader = {"torchscript": load_torchscript, "onnx": load_onnx, "openvino": load_openvino}

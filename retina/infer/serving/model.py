@@ -1,10 +1,9 @@
 """The model a server runs: loaded once, checked with one image, described for ``/info``.
 
-:func:`load_served` is the one place the runtime is chosen. ``runtime=auto|eager`` run a
-checkpoint or a safetensors export on eager PyTorch; TorchScript (``.pt``) and ONNX
-(``.onnx``) exports run as ``retina.load`` reads them (TorchScript, ONNX Runtime). When
-``retina.load`` takes ``runtime=`` itself (eager, ONNX Runtime, OpenVINO), this function
-passes it on and :data:`RUNTIMES` grows.
+The runtime is ``retina.load``'s (``retina.infer.runtimes``): ``runtime=auto`` runs a
+checkpoint or safetensors export in ONNX Runtime through the graph cached beside it
+(exported on the first start with that file), an export in its own runtime; ``eager``,
+``onnx``, ``openvino`` as asked.
 """
 
 from __future__ import annotations
@@ -16,15 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from retina.cli import suggest
-from retina.export.formats import KIND_OF_SUFFIX
 from retina.infer.predictor import Predictor
 from retina.infer.runtimes import GraphPredictor, load
-from retina.schema import package_version
-
-RUNTIMES = ("auto", "eager")
-RUNTIME_OF_KIND = {"checkpoint": "eager", "safetensors": "eager", "torchscript": "torchscript",
-                   "onnx": "onnxruntime"}
+from retina.schema import KIND_OF_SUFFIX, package_version
 
 
 @dataclass
@@ -33,8 +26,8 @@ class Served:
 
     predictor: Predictor | GraphPredictor
     path: Path
-    kind: str  # checkpoint, safetensors, torchscript, onnx
-    runtime: str  # eager, torchscript, onnxruntime
+    kind: str  # checkpoint, safetensors, torchscript, onnx, openvino
+    runtime: str  # eager, torchscript, onnx, openvino
     device: str
 
     @property
@@ -69,32 +62,18 @@ class Served:
         }
 
 
-def check_runtime(path: str | Path, runtime: str) -> str:
-    """The file's kind, or ValueError naming ``runtime`` or the suffix."""
-    path = Path(path)
-    kind = KIND_OF_SUFFIX.get(path.suffix.lower())
-    if kind is None:
-        raise ValueError(f"model={path}: unknown model file type; expected one of "
-                         f"{', '.join(KIND_OF_SUFFIX)}")
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime={runtime!r}: expected one of {', '.join(RUNTIMES)}"
-                         f"{suggest(runtime, RUNTIMES)}")
-    if runtime == "eager" and RUNTIME_OF_KIND[kind] != "eager":
-        raise ValueError(f"runtime=eager runs checkpoints and safetensors exports; {path.name} "
-                         f"runs on {RUNTIME_OF_KIND[kind]}: use runtime=auto")
-    return kind
-
-
 def load_served(path: str | Path, runtime: str = "auto", device: str = "cpu") -> Served:
     """Load ``path`` for serving and run it once on a blank image (so that the first request
-    does not pay for the lazy set-up: folded batch norms, graph optimisation).
+    does not pay for the lazy set-up: the cached graph, folded batch norms, graph
+    optimisation).
 
     Raises:
         FileNotFoundError, ValueError: the message names the file or option.
     """
-    kind = check_runtime(path, runtime)
-    predictor = load(path, device=device)  # TODO(#32): load(path, device, runtime=runtime)
+    predictor = load(path, device=device, runtime=runtime)
     side = int(predictor.meta.size or predictor.meta.min_size or 256)
     predictor([torch.zeros(3, side, side, dtype=torch.uint8)])
-    device = str(predictor.device) if isinstance(predictor, Predictor) else "cpu"
-    return Served(predictor, Path(path), kind, RUNTIME_OF_KIND[kind], device)
+    eager = isinstance(predictor, Predictor)
+    return Served(predictor, Path(path), KIND_OF_SUFFIX[Path(path).suffix.lower()],
+                  "eager" if eager else predictor.runtime,
+                  str(predictor.device) if eager else "cpu")

@@ -39,7 +39,7 @@ def exit_of(argv: list[str]) -> int:
     (["port=70000"], "error: port=70000: must be between 0 and 65535"),
     (["max_batch=0"], "error: max_batch=0: must be at least 1"),
     (["batch_timeout=-1"], "error: batch_timeout=-1.0: must be at least 0"),
-    (["runtime=eagr"], "error: runtime=eagr: not one of auto, eager (did you mean eager?)"),
+    (["runtime=eagr"], "error: runtime=eagr: not one of auto, eager, onnx, openvino (did you mean eager?)"),
     (["host=0.0.0.0"], "error: host=0.0.0.0 serves other machines: set api_key=KEY (or "
                        "$RETINA_API_KEY), or keep host=127.0.0.1"),
 ])
@@ -60,8 +60,7 @@ def test_a_missing_model_file_suggests_its_neighbour(tmp_path, capsys):
 @pytest.mark.parametrize("name, runtime, message", [
     ("m.ckpt", "auto", "is not a loadable PyTorch checkpoint"),
     ("m.onnx", "auto", "is not a loadable ONNX model"),
-    ("m.onnx", "eager", "runtime=eager runs checkpoints and safetensors exports; m.onnx runs on "
-                        "onnxruntime: use runtime=auto"),
+    ("m.onnx", "eager", "runtime=eager: m.onnx runs in ONNX Runtime; use runtime=auto"),
     ("m.txt", "auto", "unknown model file type; expected one of .json"),
 ])
 def test_a_model_that_does_not_load_is_one_line_before_binding(name, runtime, message, tmp_path,
