@@ -127,7 +127,7 @@ def parity(
         folder = Path(out_dir or tmp)
         runtimes: dict[str, Predictor | GraphPredictor] = {"eager (checkpoint)": reference}
         sidecar = export(reference, "safetensors", folder / "model.safetensors")
-        runtimes["safetensors"] = load(sidecar)
+        runtimes["safetensors"] = load(sidecar, runtime="eager")
         ts = export(reference, "torchscript", folder / "model.pt")
         runtimes["torchscript"] = load(ts)
         runtimes["torchscript, resize in graph"] = load(ts, graph_resize=True)

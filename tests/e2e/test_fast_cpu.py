@@ -155,7 +155,7 @@ def test_openvino_runs_a_checkpoint_like_eager_and_its_int8_export(trained_retin
     types = {op.get_type_name() for op in ov.Core().read_model(str(int8)).get_ordered_ops()}
     assert "FakeQuantize" in types and "NonMaxSuppression" in types
     assert all(len(d["boxes"]) > 0 for d in loaded(tiles))
-    with pytest.raises(ValueError, match="runtime=eager: int8.xml is a OpenVINO graph"):
+    with pytest.raises(ValueError, match="runtime=eager: int8.xml runs in OpenVINO"):
         retina.load(int8, runtime="eager")
 
 

@@ -72,7 +72,7 @@ def test_a_checkpoint_predicts_without_importing_lightning(tiny_cfg, tmp_path):
     """Inference builds the Detector, not the training module: `retina serve` and
     `retina predict` start 3 s sooner on a 2-core machine (#34 asks /health within 10 s)."""
     path, _ = tiny_checkpoint(tiny_cfg, tmp_path, "experiment=neon_gfl")
-    code = ("import sys, torch, retina; p = retina.load(sys.argv[1]); "
+    code = ("import sys, torch, retina; p = retina.load(sys.argv[1], runtime='eager'); "
             "d = p([torch.zeros(3, 64, 64, dtype=torch.uint8)]); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('lightning', 'pytorch_lightning', 'torchmetrics')))")
