@@ -71,16 +71,22 @@ def settings_key(runtime: str, input_size: list[int], postprocess: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def graph_file(source: Predictor, runtime: str, model_file: Path) -> Path:
+    """Where the graph of ``source`` for ``runtime`` is (or will be) cached."""
+    size = [source.meta.size] * 2
+    settings = settings_key(runtime, size, source.meta.model["postprocess"])
+    entry = f"{sha256(Path(model_file))[:16]}-{settings}"
+    return cache_root(model_file) / entry / FILES[runtime][1]
+
+
 def cached_graph(source: Predictor, runtime: str, model_file: Path) -> Path:
     """The graph file of ``source`` for ``runtime``, exported into the cache unless there.
 
     The graph takes images of the input size (no resize inside: ``GraphPredictor``
     resizes with torchvision first) in any batch size.
     """
-    root = cache_root(model_file)
-    content = sha256(Path(model_file))[:16]
-    size = [source.meta.size] * 2
-    entry = root / f"{content}-{settings_key(runtime, size, source.meta.model['postprocess'])}"
+    entry = graph_file(source, runtime, model_file).parent
+    root, content = entry.parent, entry.name.split("-")[0]
     fmt, name = FILES[runtime]
     if (entry / name).is_file():
         log.info("graph for %s: %s (cached)", RUNTIME_NAMES[runtime], entry / name)
@@ -157,14 +163,21 @@ class CachedGraphPredictor(GraphPredictor):
         self.max_det = self.wanted["max_det"]
         return self
 
+    def graph_source(self) -> Predictor:
+        """The eager predictor with the postprocess the graph holds."""
+        source = copy.copy(self.source)
+        source.meta = copy.deepcopy(self.source.meta)
+        source.postprocess = copy.copy(self.source.postprocess)
+        return source.set_postprocess(**self.built)
+
+    def in_cache(self) -> bool:
+        """Whether the graph is already in the cache (the first call only loads it)."""
+        return graph_file(self.graph_source(), self.runtime, self.model_file).is_file()
+
     def graph(self) -> GraphPredictor:
         """The loaded graph (exported into the cache first if it is not there)."""
         if self._graph is None:
-            source = copy.copy(self.source)  # with the graph's postprocess
-            source.meta = copy.deepcopy(self.source.meta)
-            source.postprocess = copy.copy(self.source.postprocess)
-            source.set_postprocess(**self.built)
-            path = cached_graph(source, self.runtime, self.model_file)
+            path = cached_graph(self.graph_source(), self.runtime, self.model_file)
             load = load_onnx if self.runtime == "onnx" else load_openvino
             self._graph = load(path, threads=self.threads)
         return self._graph
