@@ -49,7 +49,8 @@ train: data
 
 # every test but the `long` ones and the notebooks, offline (what CI runs; docs/testing.md)
 test: data browser
-	$(BIN)/python -m pytest -q --durations=15 -m "not long and not notebook" $(ARGS)
+	$(BIN)/python -m pytest -q --durations=15 -m "not long and not notebook and not openvino" $(ARGS)
+	$(BIN)/python -m pytest -q --durations=5 -m "openvino and not long and not notebook" $(ARGS)
 
 # the `long` tests and the notebooks: compiled training (inductor needs a C compiler), the
 # wheel installed into a fresh venv (needs the package index), the speed and accuracy

@@ -77,6 +77,7 @@ def _check_parity(ckpt: Path, tmp_path: Path, max_images: int,
     return by_name
 
 
+@pytest.mark.openvino
 def test_retinanet_formats_agree(retinanet, tmp_path):
     rows = _check_parity(retinanet[0], tmp_path, max_images=3,
                          calibration=Calibration.from_folder(NEON / "train", 2))
@@ -89,6 +90,7 @@ def test_retinanet_formats_agree(retinanet, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.openvino
 def test_gfl_formats_agree_with_spread(gfl, tmp_path):
     _check_parity(gfl[0], tmp_path, max_images=4)
     _, images = val_images(2)
@@ -311,6 +313,7 @@ def test_predict_takes_image_ids_from_coco_file(retinanet, exported, tmp_path):
     assert metrics["mAP"] > 0 and metrics["mAP"] == pytest.approx(retinanet[1]["val/mAP"], abs=1e-4)
 
 
+@pytest.mark.openvino
 def test_speed_reports_each_runtime(retinanet):
     before = torch.get_num_threads()
     rows = speed(retinanet[0], tile=160, repeats=2, warmup=1, threads=1,

@@ -135,6 +135,7 @@ def test_fp16_and_bf16_graphs_load_and_detect(trained_retinanet, tmp_path):
                 b["boxes"])), found
 
 
+@pytest.mark.openvino
 def test_openvino_runs_a_checkpoint_like_eager_and_its_int8_export(trained_retinanet,
                                                                     tmp_path):
     tiles = val_tiles(3)
