@@ -15,7 +15,12 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from retina.training.checkpoint import detector_weights, load_checkpoint, read_run_config, run_config
+from retina.training.checkpoint import (
+    detector_weights,
+    load_checkpoint,
+    read_run_config,
+    run_config,
+)
 
 log = logging.getLogger(__name__)
 
