@@ -105,7 +105,7 @@ from retina.data.scene import open_scene
 from retina.infer import load
 def status(key):
     return int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith(key)))
-predictor = load(sys.argv[1])
+predictor = load(sys.argv[1], runtime='eager')  # the windowed reading's bound, in eager
 predictor([torch.randint(0, 256, (3, 1000, 1000), dtype=torch.uint8)] * 4)  # warm up
 report = {"before_kb": status("VmRSS:")}
 for name in ("quarter", "whole"):
