@@ -114,7 +114,7 @@ def classes() -> Any:
                "(null: all)")
 
 
-RUNTIMES = ("auto", "eager", "onnx", "openvino")  # retina.infer.runtimes.RUNTIMES
+RUNTIMES = ("auto", "eager", "onnx", "openvino")  # retina.infer.runtimes.load's runtime=
 
 
 def runtime() -> Any:
@@ -132,12 +132,6 @@ def calib() -> Any:
 def calib_images() -> Any:
     return opt(32, "quantize=int8: calibrate on this many images of calib (evenly spaced)",
                low=1)
-
-
-def calib_method() -> Any:
-    return opt("minmax", "quantize=int8, ONNX: how activation ranges are set from the "
-               "calibration (ONNX Runtime's minmax, entropy or percentile)",
-               choices=("minmax", "entropy", "percentile"))
 
 
 # ---------------------------------------------------------------- the commands
@@ -217,7 +211,6 @@ class ExportOptions:
                                choices=("int8",))
     calib: str | None = calib()
     calib_images: int = calib_images()
-    calib_method: str = calib_method()
     precision: str = opt("fp32", "the network's float type in the graph: fp32, fp16 (GPUs: "
                          "torchscript, onnx, openvino) or bf16 (torchscript)",
                          choices=("fp32", "fp16", "bf16"))

@@ -26,8 +26,7 @@ def default_out(opts: ExportOptions) -> Path:
 
 def run_export(opts: ExportOptions) -> Path:
     """Export ``opts.model`` in ``opts.format``; returns the written file."""
-    calibration = Calibration.from_folder(opts.calib, opts.calib_images, opts.calib_method) \
-        if opts.calib else None
+    calibration = Calibration.from_folder(opts.calib, opts.calib_images) if opts.calib else None
     if calibration and not opts.quantize:
         raise ValueError("calib= is for quantize=int8: add quantize=int8, or leave calib out")
     check_export(opts.format, opts.precision, opts.quantize, calibration)  # before the model

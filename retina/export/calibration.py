@@ -18,36 +18,23 @@ from torchvision.transforms.v2 import functional as TF
 from retina.data.coco import read_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-METHODS = ("minmax", "entropy", "percentile")
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Calibration images and how their activation ranges are summed up.
-
-    Attributes:
-        images: image files (any size; resized to the graph's input).
-        method: ``minmax`` (the range seen), ``entropy`` (KL-divergence thresholds) or
-            ``percentile`` (99.999th percentile of the absolute values): ONNX Runtime's
-            calibrators; OpenVINO's NNCF always takes its own (min/max with fast bias
-            correction).
-    """
+    """Calibration images: any size, resized to the graph's input."""
 
     images: tuple[Path, ...]
-    method: str = "minmax"
 
     @classmethod
-    def from_folder(cls, folder: str | Path, num: int = 32, method: str = "minmax"
-                    ) -> Calibration:
+    def from_folder(cls, folder: str | Path, num: int = 32) -> Calibration:
         """``num`` images of ``folder``, evenly spaced over its sorted files (all of them
         if it holds fewer).
 
         Raises:
             FileNotFoundError: no such folder.
-            ValueError: no image in it, or an unknown ``method`` (each names the option).
+            ValueError: no image in it (the message names the option).
         """
-        if method not in METHODS:
-            raise ValueError(f"calib_method={method}: not one of {', '.join(METHODS)}")
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"calib={folder}: no such folder")
@@ -55,7 +42,7 @@ class Calibration:
         if not files:
             raise ValueError(f"calib={folder}: no images in it ({', '.join(IMAGE_SUFFIXES)})")
         picks = np.linspace(0, len(files) - 1, min(num, len(files))).round().astype(int)
-        return cls(tuple(files[i] for i in sorted(set(picks.tolist()))), method)
+        return cls(tuple(files[i] for i in sorted(set(picks.tolist()))))
 
     def __len__(self) -> int:
         return len(self.images)
