@@ -43,12 +43,12 @@ from retina.infer.predictor import (
 )
 from retina.infer.sliced import SlicedPrediction
 from retina.ops.levels import scale_to_original
+from retina.options import RUNTIMES
 from retina.schema import KIND_OF_SUFFIX
 
 log = logging.getLogger(__name__)
 
 RunGraph = Callable[[Tensor], dict[str, Tensor]]  # uint8 (B, 3, H, W) -> padded outputs
-RUNTIMES = ("auto", "eager", "onnx", "openvino")
 # what runs each kind of file (retina.export.formats.KIND_OF_SUFFIX)
 RUNTIME_OF_KIND = {"torchscript": "torchscript", "onnx": "onnx", "openvino": "openvino"}
 RUNTIME_NAMES = {"eager": "eager PyTorch", "torchscript": "TorchScript", "onnx": "ONNX Runtime",
