@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 import onnx
-from onnx import numpy_helper
 import onnxruntime as ort
 import pytest
 import rasterio
 import torch
+from onnx import numpy_helper
 
 import retina
 from retina.data.coco import read_rgb

@@ -56,9 +56,10 @@ def test_losses_finite_with_no_boxes_at_all_and_under_bf16():
     empty = step(det, torch.rand(2, 3, 128, 128), torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long))
     assert empty["num_fg"] == 0 and empty["loss_box"] == 0 and torch.isfinite(empty["loss_cls"])
     boxes, labels = targets()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        losses = step(det, torch.rand(2, 3, 256, 256), boxes, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # 128 px: bf16 is slow on most CPUs
+        losses = step(det, torch.rand(2, 3, 128, 128), boxes / 2, labels)
     (losses["loss_cls"] + losses["loss_box"]).backward()
+    assert losses["num_fg"] > 0
     assert torch.isfinite(losses["loss_cls"]) and torch.isfinite(losses["loss_box"])
 
 
