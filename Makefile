@@ -56,7 +56,8 @@ test: data browser
 # wheel installed into a fresh venv (needs the package index), the speed and accuracy
 # benchmarks' commands, every runnable documented command on a tiny model; ~20 minutes
 test-long: data
-	$(BIN)/python -m pytest -q --durations=15 -m "long or notebook" $(ARGS)
+	$(BIN)/python -m pytest -q --durations=15 -m "(long or notebook) and not openvino" $(ARGS)
+	$(BIN)/python -m pytest -q --durations=5 -m "long and openvino" $(ARGS)
 
 test-quick: data
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)

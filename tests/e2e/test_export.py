@@ -313,6 +313,7 @@ def test_predict_takes_image_ids_from_coco_file(retinanet, exported, tmp_path):
     assert metrics["mAP"] > 0 and metrics["mAP"] == pytest.approx(retinanet[1]["val/mAP"], abs=1e-4)
 
 
+@pytest.mark.long  # exports every format, INT8 twice: too long for make test (44 s)
 @pytest.mark.openvino
 def test_speed_reports_each_runtime(retinanet):
     before = torch.get_num_threads()
