@@ -58,7 +58,8 @@ def export_openvino(
         model = quantize_openvino(model, calibration, graph_input_size(predictor, input_size))
         meta.source = {**meta.source, "quantize": {
             "type": "int8", "tool": f"nncf {nncf_version()}", "preset": "mixed",
-            "calibration_images": len(calibration), "weight_bits": 7}}
+            "calibration_images": len(calibration), "overflow_fix": "all layers",
+            "bias_correction": "full"}}
     if precision != "fp32":
         meta.source = {**meta.source, "precision": precision}
     model.set_rt_info(meta.to_json(), [META_KEY])
